@@ -1,0 +1,3 @@
+"""hematoma: predict hematoma expansion after intracerebral hemorrhage."""
+
+__version__ = "0.1.0"
