@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import warnings
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from . import __version__
 from .errors import HematomaError
@@ -22,25 +23,26 @@ from .errors import HematomaError
 err_console = Console(stderr=True)
 
 
-class _App(typer.Typer):
-    """Typer app that turns user-facing errors into one line and an exit code."""
+class _Group(TyperGroup):
+    """Command group that turns user-facing errors into one line and an exit code.
 
-    def __call__(self, *args, **kwargs):
+    Done at the command-group level (not around ``app()``) so that the console script,
+    ``python -m hematoma`` and ``typer.testing.CliRunner`` behave the same.
+    """
+
+    def invoke(self, ctx: typer.Context):
         try:
-            return super().__call__(*args, **kwargs)
+            return super().invoke(ctx)
         except HematomaError as error:
-            if _debug_requested():
+            if ctx.meta.get("hematoma.debug") or os.environ.get("HEMATOMA_DEBUG", "") not in ("", "0"):
                 raise
-            err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-            sys.exit(error.exit_code)
+            err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=error.exit_code) from None
 
 
-def _debug_requested() -> bool:
-    return os.environ.get("HEMATOMA_DEBUG", "") not in ("", "0") or "--debug" in sys.argv
-
-
-app = _App(
+app = typer.Typer(
     name="hematoma",
+    cls=_Group,
     help="Predict hematoma expansion after intracerebral hemorrhage from admission CT and clinical data.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -53,33 +55,33 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
-@app.callback()
-def _main(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         typer.echo(__version__)
         raise typer.Exit()
-    if debug:
-        os.environ["HEMATOMA_DEBUG"] = "1"
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+    ),
+) -> None:
+    ctx.meta["hematoma.debug"] = debug
     warnings.showwarning = _show_warning
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def _register_commands() -> None:
-    from .commands import basic
-
-    for module in (basic,):
-        module.register(app)
-    # Later stages register themselves here when present.
     import importlib
 
-    for name in ("segment", "extract", "cnn", "modeling"):
-        try:
-            module = importlib.import_module(f".commands.{name}", __package__)
+    for name in ("basic", "synth", "segment", "demo"):
+        try:  # TODO(lead): explicit imports once every command module has landed
+            module = importlib.import_module(f"{__package__}.commands.{name}")
         except ModuleNotFoundError as error:
-            if error.name and error.name.startswith(f"{__package__}.commands.{name}"):
+            if error.name == f"{__package__}.commands.{name}":
                 continue
             raise
         module.register(app)

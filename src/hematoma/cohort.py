@@ -1,0 +1,234 @@
+"""The cohort manifest: one row per patient, validated all at once; cohort splits.
+
+Manifest (CSV): ``patient_id``, ``baseline_ct``, ``followup_ct`` (optional at
+prediction time), optional ``baseline_mask``, ``followup_mask``, ``he`` (a
+known 0/1 label), then clinical columns by their schema names
+(:mod:`hematoma.features.clinical`).  Paths are relative to the manifest's
+folder.  Validation lists every problem (missing files, duplicate ids,
+unknown or misspelled columns, unparseable or out-of-range values) in one
+error so a user fixes the table in one pass.
+
+Split (the paper's protocol): stratified 50/50 into cohort 1 (trains the CNN)
+and cohort 2; cohort 2 into train and test (100 test patients of 204 in the
+paper, the same fraction for smaller cohorts).  Seeded, and written to the
+output folder so every later step reuses exactly the same split.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from .errors import InputError, ManifestError
+from .storage import atomic_path
+
+ID_COLUMN = "patient_id"
+PATH_COLUMNS = ("baseline_ct", "followup_ct", "baseline_mask", "followup_mask")
+REQUIRED_COLUMNS = (ID_COLUMN, "baseline_ct")
+LABEL_COLUMN = "he"
+# The paper: 408 patients, cohort 2 of 204 split 104 train / 100 test.
+PAPER_TEST_SIZE = 100
+PAPER_COHORT2_SIZE = 204
+
+
+@dataclass
+class Manifest:
+    """A validated manifest: ``table`` has absolute paths (str) and NaN for blanks."""
+
+    path: Path
+    table: pd.DataFrame
+    extra_columns: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    @property
+    def ids(self) -> list[str]:
+        return self.table[ID_COLUMN].tolist()
+
+
+def known_columns(extra_columns=()) -> set[str]:
+    from .features.clinical import CLINICAL_SCHEMA
+
+    return {ID_COLUMN, *PATH_COLUMNS, LABEL_COLUMN, *CLINICAL_SCHEMA, *extra_columns}
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if path.is_dir():
+        raise InputError(path, "is a folder, expected a manifest CSV file")
+    try:
+        # Everything as text first: parsing numbers is validation's job, so a
+        # bad cell is reported with its row instead of failing the whole read.
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(path, f"cannot be read as CSV ({str(error).splitlines()[0]})") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    return table.apply(lambda column: column.str.strip())
+
+
+def load_manifest(
+    path: str | Path,
+    extra_columns=(),
+    ignore_columns=(),
+    require_followup: bool = False,
+    check_files: bool = True,
+) -> Manifest:
+    """Read and validate a manifest; raise :class:`ManifestError` listing every problem."""
+    from .features.clinical import clinical_problems
+
+    path = Path(path)
+    table = _read_table(path)
+    table = table.drop(columns=[c for c in ignore_columns if c in table.columns])
+    problems: list[str] = []
+    known = known_columns(extra_columns)
+
+    for column in REQUIRED_COLUMNS + (("followup_ct",) if require_followup else ()):
+        if column not in table.columns:
+            problems.append(f"missing required column {column!r}")
+    for column in table.columns:
+        if column not in known:
+            close = difflib.get_close_matches(column, sorted(known), n=1, cutoff=0.75)
+            hint = f" (did you mean {close[0]!r}?)" if close else " (declare it with --extra-column or drop it with --ignore-column)"
+            problems.append(f"unknown column {column!r}{hint}")
+    if len(table) == 0:
+        problems.append("no patients (the table has no rows)")
+
+    row_of = {i: i + 2 for i in range(len(table))}  # 1-based, after the header line
+    if ID_COLUMN in table.columns:
+        ids = table[ID_COLUMN]
+        for i in np.flatnonzero(ids.eq("").to_numpy()):
+            problems.append(f"row {row_of[i]}: empty patient_id")
+        duplicated = ids[ids.ne("") & ids.duplicated(keep=False)]
+        for value, rows in duplicated.groupby(duplicated).groups.items():
+            problems.append(f"duplicate patient_id {value!r} in rows {', '.join(str(row_of[r]) for r in rows)}")
+
+    resolved = table.copy()
+    for column in PATH_COLUMNS:
+        if column not in table.columns:
+            continue
+        values = []
+        for i, cell in enumerate(table[column]):
+            if cell == "":
+                if column in REQUIRED_COLUMNS or (column == "followup_ct" and require_followup):
+                    problems.append(f"row {row_of[i]}: empty {column}")
+                values.append(None)
+                continue
+            file = Path(cell)
+            file = file if file.is_absolute() else path.parent / file
+            if check_files and not file.exists():
+                problems.append(f"row {row_of[i]}: {column} {cell} not found")
+            values.append(str(file))
+        resolved[column] = values
+
+    if LABEL_COLUMN in table.columns:
+        labels = []
+        for i, cell in enumerate(table[LABEL_COLUMN]):
+            value = _parse_label(cell)
+            if value is _INVALID:
+                problems.append(f"row {row_of[i]}: he {cell!r} is not 0/1 (yes/no)")
+                value = None
+            labels.append(np.nan if value is None else float(value))
+        resolved[LABEL_COLUMN] = labels
+
+    problems.extend(clinical_problems(table, extra_columns=extra_columns))
+    if problems:
+        raise ManifestError(path, problems)
+    for column in table.columns:
+        if column not in PATH_COLUMNS and column not in (ID_COLUMN, LABEL_COLUMN):
+            resolved[column] = resolved[column].replace("", np.nan)
+    return Manifest(path=path, table=resolved.reset_index(drop=True), extra_columns=tuple(extra_columns))
+
+
+_INVALID = object()
+_LABEL_WORDS = {"1": 1, "0": 0, "yes": 1, "no": 0, "true": 1, "false": 0, "y": 1, "n": 0, "1.0": 1, "0.0": 0}
+
+
+def _parse_label(cell: str):
+    if cell == "" or cell.lower() in ("na", "nan"):
+        return None
+    return _LABEL_WORDS.get(cell.lower(), _INVALID)
+
+
+def _stratify_or_none(labels: pd.Series, n_splits_min: int = 2):
+    # Stratify only when every patient has a label and each class can be split.
+    if labels is None or labels.isna().any():
+        return None
+    counts = labels.value_counts()
+    if len(counts) < 2 or counts.min() < n_splits_min:
+        return None
+    return labels.to_numpy()
+
+
+def split_cohort(
+    table: pd.DataFrame,
+    seed: int = 0,
+    label: str | pd.Series | None = LABEL_COLUMN,
+    cohort1_fraction: float = 0.5,
+    test_size: int | None = None,
+) -> pd.DataFrame:
+    """The paper's split: ``patient_id``, ``cohort`` (1 or 2) and ``part``.
+
+    ``part`` is ``cnn`` for cohort 1 and ``train``/``test`` for cohort 2.  The
+    test part has ``test_size`` patients (default: 100, or 100/204 of cohort 2
+    when it has fewer than 204 patients, as in the paper).
+    """
+    ids = table[ID_COLUMN].astype(str).reset_index(drop=True)
+    if isinstance(label, str):
+        labels = table[label].reset_index(drop=True) if label in table.columns else None
+    else:
+        labels = None if label is None else pd.Series(np.asarray(label, dtype=float))
+    if len(ids) < 4:
+        raise InputError(None, f"a split needs at least 4 patients, got {len(ids)}")
+    index = np.arange(len(ids))
+    stratify = _stratify_or_none(labels) if labels is not None else None
+    cohort1, cohort2 = train_test_split(index, train_size=cohort1_fraction, random_state=seed, stratify=stratify)
+    n2 = len(cohort2)
+    if test_size is None:
+        test_size = PAPER_TEST_SIZE if n2 >= PAPER_COHORT2_SIZE else max(1, round(n2 * PAPER_TEST_SIZE / PAPER_COHORT2_SIZE))
+    if not 0 < test_size < n2:
+        raise InputError(None, f"test size {test_size} does not fit a cohort 2 of {n2} patients")
+    stratify2 = _stratify_or_none(labels.iloc[cohort2]) if labels is not None else None
+    train, test = train_test_split(cohort2, test_size=test_size, random_state=seed + 1, stratify=stratify2)
+    part = np.empty(len(ids), dtype=object)
+    part[cohort1], part[train], part[test] = "cnn", "train", "test"
+    cohort = np.where(part == "cnn", 1, 2)
+    return pd.DataFrame({ID_COLUMN: ids, "cohort": cohort, "part": part})
+
+
+def write_split(split: pd.DataFrame, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        split.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def read_split(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    try:
+        split = pd.read_csv(path, dtype={ID_COLUMN: str})
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    missing = {ID_COLUMN, "cohort", "part"} - set(split.columns)
+    if missing:
+        raise InputError(path, f"not a split file: missing columns {sorted(missing)}")
+    return split
+
+
+def load_or_make_split(path: str | Path, table: pd.DataFrame, seed: int = 0, label=LABEL_COLUMN, **kwargs) -> pd.DataFrame:
+    """Reuse the split written at ``path`` (checking it covers the same patients), else make and write it."""
+    path = Path(path)
+    if path.exists():
+        split = read_split(path)
+        if set(split[ID_COLUMN]) != set(table[ID_COLUMN].astype(str)):
+            raise InputError(path, "split was made for other patients than this table; delete it to make a new one")
+        return split
+    split = split_cohort(table, seed=seed, label=label, **kwargs)
+    write_split(split, path)
+    return split

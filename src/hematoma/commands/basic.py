@@ -1,0 +1,46 @@
+"""`hematoma volume` and `hematoma label`: volumes and HE labels from masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from ..volume import DEFAULT_DEFINITION, HE_DEFINITIONS, get_definition, growth, label_expansion, mask_volume_ml
+
+console = Console()
+
+
+def volume(mask: Path = typer.Argument(..., help="Hematoma mask (NIfTI, NRRD, MHA or DICOM).")) -> None:
+    """Print the hematoma volume of MASK in mL (voxel count x voxel volume from its spacing)."""
+    from ..io import read_mask
+
+    console.print(f"{mask_volume_ml(read_mask(mask)):.2f} mL")
+
+
+def label(
+    baseline: Path = typer.Option(..., "--baseline", help="Baseline hematoma mask."),
+    followup: Path = typer.Option(..., "--followup", help="Follow-up hematoma mask."),
+    definition: str = typer.Option(
+        DEFAULT_DEFINITION, "--definition", help=f"HE definition: {', '.join(HE_DEFINITIONS)}."
+    ),
+) -> None:
+    """Label hematoma expansion (HE) from a baseline and a follow-up mask."""
+    get_definition(definition)  # an unknown name fails before any file is read
+    from ..io import read_mask
+
+    v0 = mask_volume_ml(read_mask(baseline))
+    v1 = mask_volume_ml(read_mask(followup))
+    g = growth(v0, v1)
+    expanded = label_expansion(v0, v1, definition)
+    relative = "n/a" if g["growth_relative"] != g["growth_relative"] else f"{100 * g['growth_relative']:+.1f}%"
+    console.print(
+        f"baseline {v0:.2f} mL, follow-up {v1:.2f} mL, growth {g['growth_ml']:+.2f} mL ({relative}): "
+        f"HE={'yes' if expanded else 'no'} ({definition})"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(volume)
+    app.command()(label)

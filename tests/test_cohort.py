@@ -1,0 +1,108 @@
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from hematoma.cohort import load_manifest, load_or_make_split, split_cohort
+from hematoma.errors import InputError, ManifestError
+
+
+def _write_manifest(tmp_path, rows, columns=None):
+    for name in ("a.nii.gz", "b.nii.gz", "c.nii.gz"):
+        (tmp_path / name).write_bytes(b"x")
+    frame = pd.DataFrame(rows, columns=columns)
+    path = tmp_path / "manifest.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_valid_manifest_resolves_paths(tmp_path):
+    path = _write_manifest(
+        tmp_path,
+        [["P1", "a.nii.gz", "b.nii.gz", "yes", "M", "64", "170"], ["P2", "c.nii.gz", "", "0", "F", "", "150"]],
+        ["patient_id", "baseline_ct", "followup_ct", "he", "sex", "age", "sbp"],
+    )
+    manifest = load_manifest(path)
+    table = manifest.table
+    assert manifest.ids == ["P1", "P2"]
+    assert table.loc[0, "baseline_ct"] == str(tmp_path / "a.nii.gz")
+    assert table.loc[1, "followup_ct"] is None
+    assert table["he"].tolist() == [1.0, 0.0]
+    assert pd.isna(table.loc[1, "age"])  # a blank stays missing for the imputer
+
+
+def test_every_problem_listed_at_once(tmp_path):
+    path = _write_manifest(
+        tmp_path,
+        [
+            ["P1", "a.nii.gz", "missing.nii.gz", "70", "abc"],
+            ["P1", "b.nii.gz", "", "2000", "60"],
+            ["", "nowhere.nii.gz", "", "120", "61"],
+        ],
+        ["patient_id", "baseline_ct", "followup_ct", "sbp", "agee"],
+    )
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path)
+    message = str(info.value)
+    problems = info.value.problems
+    assert "missing.nii.gz not found" in message
+    assert "nowhere.nii.gz not found" in message
+    assert "duplicate patient_id 'P1' in rows 2, 3" in message
+    assert "empty patient_id" in message
+    assert "unknown column 'agee' (did you mean 'age'?)" in message
+    assert any("sbp" in p and "2000" in p for p in problems)
+    assert str(path) in message
+    assert len(problems) >= 6
+
+
+def test_extra_and_ignored_columns(tmp_path):
+    path = _write_manifest(tmp_path, [["P1", "a.nii.gz", "x", "1.5"]], ["patient_id", "baseline_ct", "site", "lactate"])
+    with pytest.raises(ManifestError):
+        load_manifest(path)
+    manifest = load_manifest(path, extra_columns=["lactate"], ignore_columns=["site"])
+    assert "site" not in manifest.table.columns
+
+
+def test_missing_manifest_and_bad_label(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        load_manifest(tmp_path / "nope.csv")
+    path = _write_manifest(tmp_path, [["P1", "a.nii.gz", "maybe"]], ["patient_id", "baseline_ct", "he"])
+    with pytest.raises(ManifestError, match="he 'maybe' is not 0/1"):
+        load_manifest(path)
+
+
+def _table(n, rate=0.25, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(n, dtype=int)
+    labels[: int(round(n * rate))] = 1
+    rng.shuffle(labels)
+    return pd.DataFrame({"patient_id": [f"P{i:03d}" for i in range(n)], "he": labels})
+
+
+def test_paper_split_sizes_and_stratification():
+    table = _table(408, rate=98 / 408)
+    split = split_cohort(table, seed=3)
+    counts = split["part"].value_counts()
+    assert counts["cnn"] == 204 and counts["test"] == 100 and counts["train"] == 104
+    merged = split.merge(table, on="patient_id")
+    rates = merged.groupby("part")["he"].mean()
+    assert rates.max() - rates.min() < 0.03  # stratified
+    assert split_cohort(table, seed=3).equals(split)  # seeded
+    assert not split_cohort(table, seed=4).equals(split)
+
+
+def test_small_cohort_split_uses_paper_fraction():
+    split = split_cohort(_table(60), seed=0)
+    counts = split["part"].value_counts()
+    assert counts["cnn"] == 30
+    assert counts["test"] == round(30 * 100 / 204)
+    assert set(split["cohort"][split["part"] == "cnn"]) == {1}
+
+
+def test_split_is_written_and_reused(tmp_path):
+    table = _table(40)
+    first = load_or_make_split(tmp_path / "split.csv", table, seed=1)
+    again = load_or_make_split(tmp_path / "split.csv", table, seed=99)  # seed ignored: file wins
+    pd.testing.assert_frame_equal(first, again)
+    with pytest.raises(InputError, match="other patients"):
+        load_or_make_split(tmp_path / "split.csv", _table(41), seed=1)
