@@ -7,7 +7,7 @@ from hematoma.cli import app
 from hematoma.volume import HE_DEFINITIONS, label_expansion, mask_volume_ml, voxel_volume_ml
 
 
-def _mask(voxels: int, spacing=(0.5, 0.5, 5.0), shape=(10, 20, 20)) -> sitk.Image:
+def _mask(voxels: int, spacing=(0.5, 0.5, 5.0), shape=(20, 40, 40)) -> sitk.Image:
     array = np.zeros(shape, dtype=np.uint8)
     array.reshape(-1)[:voxels] = 1
     image = sitk.GetImageFromArray(array)
