@@ -1,0 +1,64 @@
+"""`hematoma extract`: volumes, labels, radiomics and clinical features for a cohort."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ..volume import DEFAULT_DEFINITION, HE_DEFINITIONS
+
+console = Console()
+err_console = Console(stderr=True)
+SHOWN_FAILURES = 10
+
+
+def extract(
+    manifest: Path = typer.Argument(..., help="Manifest CSV (one row per patient; paths relative to it)."),
+    out: Path = typer.Option(..., "--out", help="Output folder; a rerun resumes in it, skipping unchanged cases."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", min=1,
+        help="Local worker processes (default: the number of cores). 1 runs in this process, without Dask (debugging).",
+    ),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler",
+        help="Run on a Dask cluster: scheduler address (tcp://host:port) or scheduler JSON file. "
+        "Workers need hematoma installed and the same paths to the data and OUT.",
+    ),
+    radiomics_params: Optional[Path] = typer.Option(
+        None, "--radiomics-params", help="pyradiomics parameters YAML (default: the shipped 107-feature set)."
+    ),
+    segmentation_model: Optional[Path] = typer.Option(
+        None, "--segmentation-model", help="Trained hemorrhage segmenter folder, for cases without a mask."
+    ),
+    definition: str = typer.Option(DEFAULT_DEFINITION, "--definition", help=f"HE definition: {', '.join(HE_DEFINITIONS)}."),
+    extra_column: List[str] = typer.Option([], "--extra-column", help="Declare an extra clinical column (repeatable)."),
+    ignore_column: List[str] = typer.Option([], "--ignore-column", help="Drop a manifest column (repeatable)."),
+) -> None:
+    """Extract every case of MANIFEST into OUT: masks, volumes, HE labels, features (CSV and Parquet)."""
+    from ..extraction import extract_cohort
+
+    result = extract_cohort(
+        manifest, out, workers=workers, scheduler=scheduler, radiomics_params=radiomics_params,
+        segmentation_model=segmentation_model, definition=definition, extra_columns=extra_column,
+        ignore_columns=ignore_column, console=err_console,
+    )
+    counts = result.counts
+    console.print(
+        f"{counts['done']} computed, {counts['skipped']} unchanged (skipped), {counts['failed']} failed; "
+        f"features of {len(result.table)} patients in {escape(str(out / 'features.csv'))} and .parquet"
+    )
+    if counts["failed"]:
+        for row in result.failures.head(SHOWN_FAILURES).itertuples(index=False):
+            err_console.print(f"[yellow]failed[/] {escape(str(row.patient_id))} ({row.stage}): {escape(str(row.reason))}",
+                              highlight=False, soft_wrap=True)
+        more = counts["failed"] - SHOWN_FAILURES
+        err_console.print(f"{'and ' + str(more) + ' more; ' if more > 0 else ''}all in {escape(str(out / 'failures.csv'))}",
+                          highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(extract)

@@ -1,0 +1,68 @@
+"""`hematoma segment` and `hematoma segment-train`: hemorrhage masks from CT.
+
+Two flat commands rather than a `segment` group: a Typer group whose default
+callback takes the CT path would swallow `train` as a CT name, so training
+is its own command, `segment-train`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def segment(
+    ct: Path = typer.Argument(..., help="Head CT in HU: NIfTI, NRRD, MHA, a DICOM file or a DICOM series folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Mask to write (.nii.gz, .nrrd, .mha), UInt8 0/1 on the CT's grid."),
+    overlay: Optional[Path] = typer.Option(None, "--overlay", help="Also write the figure (PNG): largest-area slice with the hematoma in red."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model folder from `hematoma segment-train` (default: rule-based, no model)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+) -> None:
+    """Segment the hemorrhage of CT, write the mask and print its volume in mL."""
+    from ..io import read_image, write_image
+    from ..segmentation import HemorrhageSegmentationModel, save_overlay, segment_hemorrhage
+    from ..storage import refuse_overwrite
+    from ..volume import mask_volume_ml
+
+    # Refuse before the work is done, not after.
+    refuse_overwrite(out, overwrite)
+    if overlay is not None:
+        refuse_overwrite(overlay, overwrite)
+    loaded = HemorrhageSegmentationModel.load(model) if model is not None else None
+    image = read_image(ct)
+    mask = segment_hemorrhage(image, model=loaded, source=ct)
+    write_image(mask, out, overwrite=overwrite)
+    if overlay is not None:
+        save_overlay(image, mask, overlay, overwrite=overwrite, title=f"{ct.name}: largest hematoma area")
+    console.print(f"hemorrhage volume {mask_volume_ml(mask):.2f} mL -> {out}", highlight=False)
+
+
+def segment_train(
+    manifest: Path = typer.Argument(..., help="Cohort manifest (CSV) with baseline_ct/baseline_mask (and follow-up) columns."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder to write (model.skops + settings.json)."),
+    max_voxels: int = typer.Option(20000, "--max-voxels-per-case", min=100, help="Candidate voxels sampled per scan."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the voxel sampling, folds and models."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model folder's files."),
+) -> None:
+    """Train the voxel classifier on the scans of MANIFEST that have masks."""
+    from ..segmentation import train_from_manifest
+
+    model = train_from_manifest(manifest, out, overwrite=overwrite, max_voxels_per_case=max_voxels, seed=seed)
+    clf = model.classifier
+    scores = ", ".join(f"{name} {result['dice']:.3f}" for name, result in clf.cv_results_.items())
+    console.print(
+        f"trained on {model.training['n_cases']} scans of {model.training['n_patients']} patients "
+        f"({model.training['n_voxels']} voxels); cross-validated Dice: {scores}; "
+        f"chose {clf.selected_estimator_} with cut-off {clf.threshold_:.2f} -> {out}",
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("segment")(segment)
+    app.command("segment-train")(segment_train)

@@ -1,0 +1,189 @@
+"""Baselines evaluated on the same test patients as the model.
+
+- ``baseline_volume``: the baseline hematoma volume (``clin_baseline_volume_ml``)
+  alone; its AUC is that of the raw volume (no fitting), its probabilities come
+  from a univariate logistic regression fitted on the training patients.
+- ``clinical_logistic``: logistic regression on the clinical (``clin_``)
+  variables: median imputation with missing indicators, scaling, L2-penalised
+  logistic regression, fitted on the training patients only.
+- ``brain_score``: the BRAIN score (below), no fitting; probabilities from its
+  published score-to-risk table.
+
+BRAIN score: Wang X, Arima H, Al-Shahi Salman R, et al. "Clinical prediction
+algorithm (BRAIN) to determine risk of hematoma growth in acute intracerebral
+hemorrhage." Stroke 2015;46(2):376-381, doi:10.1161/STROKEAHA.114.006910
+(INTERACT1/2; growth >= 6 mL at 24 h).  24 points, from the abstract:
+baseline ICH volume <= 10 mL 0, 10-20 mL 5, > 20 mL 7; recurrent ICH 4;
+anticoagulation with warfarin at onset 6; intraventricular extension 2; hours
+from onset to baseline CT <= 1: 5, 1-2: 4, 2-3: 3, 3-4: 2, 4-5: 1, > 5: 0.
+Predicted growth risk per total score: :data:`BRAIN_RISK` (3.4% at 0 to 85.8% at
+24 points).  Our inputs: ``clin_baseline_volume_ml``, ``clin_anticoagulation``
+(any oral anticoagulant in our schema, where BRAIN says warfarin),
+``clin_onset_to_ct_hours`` are required; ``clin_recurrent_ich`` and ``clin_ivh``
+are optional and count 0 when absent (noted).  The published risks are for that
+HE definition and population, so judge BRAIN here by its AUC first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ..model import FeatureGroupSelector, feature_columns, model_inputs
+from .metrics import auc_ci, delong_test, evaluate_predictions, to_jsonable
+
+VOLUME = "clin_baseline_volume_ml"
+BRAIN_REQUIRED = (VOLUME, "clin_anticoagulation", "clin_onset_to_ct_hours")
+BRAIN_OPTIONAL = ("clin_recurrent_ich", "clin_ivh")
+BRAIN_POINTS = {"recurrent_ich": 4, "anticoagulation": 6, "ivh": 2}
+# Published predicted probability of hematoma growth by total BRAIN score (0..24).
+BRAIN_RISK = (
+    0.034, 0.042, 0.051, 0.063, 0.077, 0.094, 0.113, 0.137, 0.164, 0.195, 0.231, 0.272, 0.316,
+    0.364, 0.415, 0.467, 0.521, 0.574, 0.625, 0.674, 0.719, 0.760, 0.797, 0.830, 0.858,
+)  # fmt: skip
+
+
+def _volume_points(volume_ml: pd.Series) -> pd.Series:
+    points = np.select([volume_ml <= 10, volume_ml <= 20], [0, 5], default=7).astype(float)
+    return pd.Series(np.where(volume_ml.isna(), np.nan, points), index=volume_ml.index)
+
+
+def _time_points(hours: pd.Series) -> pd.Series:
+    # <= 1 h: 5, (1, 2]: 4, (2, 3]: 3, (3, 4]: 2, (4, 5]: 1, > 5 h: 0
+    points = 5 - np.clip(np.ceil(hours.to_numpy(dtype=float)) - 1, 0, 5)
+    return pd.Series(np.where(hours.isna(), np.nan, points), index=hours.index)
+
+
+def _flag(values: pd.Series) -> pd.Series:
+    return (pd.to_numeric(values, errors="coerce") > 0).astype(float).where(values.notna())
+
+
+def brain_score(table: pd.DataFrame) -> tuple[pd.Series, list[str]]:
+    """The BRAIN score of every row (NaN where a required variable is missing) and notes.
+
+    Raises ``KeyError`` naming the required columns the table lacks.
+    """
+    absent = [c for c in BRAIN_REQUIRED if c not in table.columns]
+    if absent:
+        raise KeyError(f"BRAIN score needs columns {absent}")
+    notes = []
+    score = (
+        _volume_points(pd.to_numeric(table[VOLUME], errors="coerce"))
+        + BRAIN_POINTS["anticoagulation"] * _flag(table["clin_anticoagulation"])
+        + _time_points(pd.to_numeric(table["clin_onset_to_ct_hours"], errors="coerce"))
+    )
+    for column, key in zip(BRAIN_OPTIONAL, ("recurrent_ich", "ivh")):
+        if column in table.columns:
+            flag = _flag(table[column])
+            if flag.isna().any():
+                notes.append(f"{column} missing for {int(flag.isna().sum())} patient(s): counted as 0")
+            score = score + BRAIN_POINTS[key] * flag.fillna(0.0)
+        else:
+            notes.append(f"no {column} column: its {BRAIN_POINTS[key]} points count as 0 for everyone")
+    return score, notes
+
+
+def brain_risk(score) -> np.ndarray:
+    """Published probability of growth for BRAIN scores (integers 0..24)."""
+    return np.asarray(BRAIN_RISK)[np.clip(np.asarray(score, dtype=int), 0, 24)]
+
+
+def clinical_logistic_model(seed: int = 0) -> Pipeline:
+    return Pipeline(
+        [
+            ("groups", FeatureGroupSelector(groups=("clin",))),
+            ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
+            ("scale", StandardScaler()),
+            ("clf", LogisticRegression(C=1.0, max_iter=5000, random_state=seed)),
+        ]
+    )
+
+
+def _labels(table: pd.DataFrame, label: str) -> pd.Series:
+    return pd.to_numeric(table[label], errors="coerce").astype(int).set_axis(_ids(table))
+
+
+def _ids(table: pd.DataFrame) -> pd.Index:
+    return pd.Index(table["patient_id"].astype(str) if "patient_id" in table.columns else table.index.astype(str))
+
+
+def _scored(name, y: pd.Series, probability: pd.Series, raw_score: pd.Series | None, notes, model_scores, ci, seed):
+    """One baseline's entry: metrics on its patients, and DeLong vs the model on the same ones."""
+    keep = probability.notna() & (raw_score.notna() if raw_score is not None else True)
+    dropped = int((~keep).sum())
+    if dropped:
+        notes = [*notes, f"{dropped} test patient(s) without the needed values left out"]
+    y, probability = y[keep], probability[keep]
+    if y.nunique() < 2:
+        return {"status": "skipped", "notes": [*notes, "the patients left have one class only"]}
+    entry = {"status": "ok", "notes": notes, "metrics": evaluate_predictions(y, probability, 0.5, y.index, ci=ci, seed=seed)}
+    if raw_score is not None:
+        entry["score_auc"] = auc_ci(y, raw_score[keep], method="delong")
+    if model_scores is not None:
+        model = model_scores.reindex(y.index)
+        if model.notna().all():
+            entry["vs_model"] = delong_test(y, model, raw_score[keep] if raw_score is not None else probability)
+    return {"name": name, **entry}
+
+
+def evaluate_baselines(
+    train_table: pd.DataFrame,
+    test_table: pd.DataFrame,
+    label: str = "he",
+    model_scores=None,
+    ci: str = "delong",
+    seed: int = 0,
+) -> dict:
+    """Fit (on train only) and evaluate the baselines on the test patients.
+
+    ``model_scores``: the model's test probabilities (aligned with
+    ``test_table``'s rows, or a Series indexed by patient_id); when given, each
+    baseline gets a DeLong comparison with the model (``vs_model``; ``auc_a`` is
+    the model's).  Baselines whose variables are absent are ``"skipped"`` with a note.
+    """
+    y_test = _labels(test_table, label)
+    if model_scores is not None and not isinstance(model_scores, pd.Series):
+        model_scores = pd.Series(np.asarray(model_scores, dtype=float), index=y_test.index)
+    elif model_scores is not None:
+        model_scores = model_scores.set_axis(model_scores.index.astype(str))
+    results = {}
+
+    if VOLUME in test_table.columns and VOLUME in train_table.columns:
+        train_volume = pd.to_numeric(train_table[VOLUME], errors="coerce").set_axis(_ids(train_table))
+        y_train = _labels(train_table, label)
+        fit_rows = train_volume.notna()
+        univariate = LogisticRegression().fit(train_volume[fit_rows].to_frame(), y_train[fit_rows])
+        test_volume = pd.to_numeric(test_table[VOLUME], errors="coerce").set_axis(y_test.index)
+        probability = pd.Series(np.nan, index=y_test.index)
+        present = test_volume.notna()
+        probability[present] = univariate.predict_proba(test_volume[present].to_frame())[:, 1]
+        results["baseline_volume"] = _scored(
+            "baseline volume", y_test, probability, test_volume, [], model_scores, ci, seed
+        )
+    else:
+        results["baseline_volume"] = {"status": "skipped", "notes": [f"no {VOLUME} column"]}
+
+    if feature_columns(train_table, ("clin",)):
+        X_train, y_train = model_inputs(train_table, label, groups=("clin",))
+        X_test, _ = model_inputs(test_table, label, groups=("clin",))
+        model = clinical_logistic_model(seed).fit(X_train, y_train)
+        probability = pd.Series(model.predict_proba(X_test)[:, 1], index=y_test.index)
+        results["clinical_logistic"] = _scored(
+            "clinical logistic regression", y_test, probability, None, [], model_scores, ci, seed
+        )
+    else:
+        results["clinical_logistic"] = {"status": "skipped", "notes": ["no clin_ columns"]}
+
+    try:
+        score, notes = brain_score(test_table)
+    except KeyError as missing:
+        results["brain_score"] = {"status": "skipped", "notes": [str(missing.args[0])]}
+    else:
+        score = score.set_axis(y_test.index)
+        probability = pd.Series(np.where(score.notna(), brain_risk(score.fillna(0)), np.nan), index=y_test.index)
+        results["brain_score"] = _scored("BRAIN score", y_test, probability, score, notes, model_scores, ci, seed)
+    return to_jsonable(results)

@@ -1,0 +1,462 @@
+"""Feature extraction for a cohort: the per-case function and the cohort loop.
+
+Per case (:func:`extract_case`, run on a worker by :mod:`hematoma.parallel`):
+read the baseline CT (and the follow-up CT where there is one), take the
+given masks or segment them (:func:`hematoma.segmentation.mask_for_case`),
+compute the volumes and the HE label (from the follow-up; a manifest ``he``
+value is used only when there is no follow-up), the radiomics features of the
+baseline hematoma, and write ``OUT/cases/<patient_id>/``: the masks actually
+used (``baseline_mask.nii.gz``, ``followup_mask.nii.gz``) and, last and
+atomically, ``case.json`` with volumes, label, features and provenance
+(versions, settings, SHA-1 of every input and output file).
+
+A rerun skips a case whose ``case.json`` carries the same fingerprint: the
+SHA-1 of each input file's content plus the settings (HE definition,
+radiomics parameters file content, segmentation model content, hematoma
+version, the manifest's ``he`` for the case).  See :mod:`hematoma.parallel`.
+
+Per cohort (:func:`extract_cohort`): validate the manifest and settings
+before any case runs, encode the clinical table once
+(:func:`hematoma.features.clinical.encode_clinical`; it is cheap and reads the
+manifest of *this* run, so clinical values are not stored per case and an
+edited clinical cell never forces images to be reprocessed), run the cases,
+then write ``features.csv`` / ``features.parquet`` (``patient_id``, meta
+columns, ``rad_*``, ``clin_*``), ``failures.csv`` and ``extract.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import importlib.metadata
+import math
+import platform
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from . import __version__
+from .errors import HematomaError, InputError, ManifestError
+from .parallel import DONE, FAILED, SKIPPED, CaseOutcome, CaseStore, check_case_id, file_hashes, fingerprint, one_line, run_cases
+from .storage import atomic_path, sha1_file, write_json
+from .volume import DEFAULT_DEFINITION, get_definition, label_expansion, mask_volume_ml
+
+# The manifest's column names (as in hematoma.cohort, which is imported only by
+# the driver: it pulls in scikit-learn, seconds of start-up per worker process).
+ID_COLUMN, LABEL_COLUMN = "patient_id", "he"
+# Bump when what a case computes or how case.json is laid out changes: every
+# stored case is then recomputed on the next run.
+CASE_FORMAT = 1
+META_COLUMNS = (LABEL_COLUMN, "baseline_volume_ml", "followup_volume_ml", "growth_ml")
+FEATURE_PREFIXES = ("rad_", "clin_", "cnn_")
+BASELINE_VOLUME_FEATURE = "clin_baseline_volume_ml"
+MASK_NAMES = {"baseline": "baseline_mask.nii.gz", "followup": "followup_mask.nii.gz"}
+FAILURE_COLUMNS = [ID_COLUMN, "stage", "reason"]
+_VERSIONED = ("hematoma", "numpy", "scipy", "pandas", "SimpleITK", "pydicom", "pyradiomics-bhklab", "dask", "distributed")
+
+
+# --------------------------------------------------------------------------- settings and jobs
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """What a case's result depends on besides its files (all part of its fingerprint)."""
+
+    definition: str = DEFAULT_DEFINITION
+    radiomics_params: str | None = None  # a pyradiomics YAML; None: the shipped one
+    segmentation_model: str | None = None  # a trained segmenter's folder; None: the default segmenter
+
+    def record(self) -> dict[str, Any]:
+        """The settings with the content hashes of the files they name (computed once per run)."""
+        from .features.radiomics import default_params_path
+
+        params = Path(self.radiomics_params) if self.radiomics_params else default_params_path()
+        model = Path(self.segmentation_model) if self.segmentation_model else None
+        return {
+            "definition": self.definition,
+            "radiomics_params": str(params) if self.radiomics_params else "default",
+            "radiomics_params_sha1": sha1_file(params),
+            "segmentation_model": None if model is None else str(model),
+            "segmentation_model_sha1": None if model is None else sha1_file(model),
+            "hematoma_version": __version__,
+            "case_format": CASE_FORMAT,
+        }
+
+
+@dataclass(frozen=True)
+class CaseJob:
+    """Everything one case needs, small enough to ship to a worker."""
+
+    case_id: str
+    cases_root: str
+    baseline_ct: str
+    followup_ct: str | None
+    baseline_mask: str | None
+    followup_mask: str | None
+    he_manifest: float | None  # 0/1 from the manifest, None when blank or absent
+    settings: ExtractSettings
+    settings_record: dict = field(hash=False)
+
+    def input_files(self) -> dict[str, str | None]:
+        return {name: getattr(self, name) for name in ("baseline_ct", "followup_ct", "baseline_mask", "followup_mask")}
+
+
+# --------------------------------------------------------------------------- one case
+
+
+@functools.lru_cache(maxsize=4)
+def _segmentation_model(path: str | None):
+    # Loaded once per worker process, not once per case.
+    if path is None:
+        return None
+    from .segmentation.classifier import HemorrhageSegmentationModel
+
+    return HemorrhageSegmentationModel.load(path)
+
+
+def _mask_for_case(ct, ct_path: str, mask_path: str | None, model_path: str | None):
+    """:func:`hematoma.segmentation.mask_for_case`, importing the segmenter only when a mask is missing.
+
+    A given mask is read and geometry-checked exactly as ``mask_for_case``
+    does; importing ``hematoma.segmentation`` also imports its model stack
+    (skops, which imports torch), seconds per worker process that a cohort
+    with all masks given does not need to pay.
+    """
+    if mask_path:
+        from .io import read_mask
+
+        return read_mask(mask_path, reference=ct, reference_path=ct_path)
+    from .segmentation import mask_for_case
+
+    return mask_for_case(ct, ct_path, None, model=_segmentation_model(model_path))
+
+
+def _content_only(settings_record: dict) -> dict:
+    # Files count by content (their SHA-1s are in the record), not by where they are.
+    return {k: v for k, v in settings_record.items() if k not in ("radiomics_params", "segmentation_model")}
+
+
+def _refresh_paths(store: CaseStore, job: CaseJob, outputs: dict[str, Path]) -> None:
+    """Point an up-to-date record at where its files are now (a moved cohort or OUT folder).
+
+    The fingerprint holds contents, not paths, so moving data costs no
+    recomputation; later stages read these paths, so they must be current.
+    """
+    record = store.read(job.case_id)
+    current = {
+        "baseline_ct": job.baseline_ct,
+        "followup_ct": job.followup_ct,
+        "baseline_mask": str(outputs["baseline"].resolve()),
+        "followup_mask": str(outputs["followup"].resolve()) if "followup" in outputs else None,
+        "baseline_mask_source": job.baseline_mask or "segmented",
+        "followup_mask_source": (job.followup_mask or "segmented") if "followup" in outputs else None,
+    }
+    if any(record.get(key) != value for key, value in current.items()):
+        store.write(job.case_id, {**record, **current})
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def extract_case(job: CaseJob) -> CaseOutcome:
+    """Compute and store one case, or skip it when its stored fingerprint is current.
+
+    Never raises for a problem with the case: the outcome says ``failed``, at
+    which ``stage``, and why (an :class:`InputError`'s one line, else the
+    exception's type and message).
+    """
+    start = time.perf_counter()
+    stage = "hash"
+    try:
+        store = CaseStore(job.cases_root)
+        case_dir = store.case_dir(job.case_id)
+        inputs_sha1 = file_hashes(job.input_files())
+        case_fingerprint = fingerprint(inputs_sha1, _content_only(job.settings_record), job.he_manifest)
+        outputs = {"baseline": case_dir / MASK_NAMES["baseline"]}
+        if job.followup_ct or job.followup_mask:
+            outputs["followup"] = case_dir / MASK_NAMES["followup"]
+        if store.is_current(job.case_id, case_fingerprint, files=list(outputs.values())):
+            _refresh_paths(store, job, outputs)
+            return CaseOutcome(job.case_id, SKIPPED, seconds=time.perf_counter() - start)
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from .io import read_image, read_mask, write_image
+
+            stage = "read"
+            ct = read_image(job.baseline_ct)
+            stage = "segment"
+            mask = _mask_for_case(ct, job.baseline_ct, job.baseline_mask, job.settings.segmentation_model)
+            baseline_ml = mask_volume_ml(mask)
+
+            followup_mask = None
+            if job.followup_ct:
+                stage = "followup"
+                followup_ct = read_image(job.followup_ct)
+                followup_mask = _mask_for_case(followup_ct, job.followup_ct, job.followup_mask, job.settings.segmentation_model)
+            elif job.followup_mask:  # a follow-up volume without its CT: no grid to check against
+                stage = "followup"
+                followup_mask = read_mask(job.followup_mask)
+            followup_ml = None if followup_mask is None else mask_volume_ml(followup_mask)
+
+            if followup_ml is not None:
+                he, he_source = int(label_expansion(baseline_ml, followup_ml, job.settings.definition)), "followup"
+            elif job.he_manifest is not None:
+                he, he_source = int(job.he_manifest), "manifest"
+            else:
+                he, he_source = None, None
+
+            stage = "radiomics"
+            from .features.radiomics import extract_radiomics, radiomics_provenance
+
+            features = extract_radiomics(ct, mask, job.settings.radiomics_params, source=job.baseline_mask or job.baseline_ct)
+            features[BASELINE_VOLUME_FEATURE] = baseline_ml
+
+            stage = "write"
+            write_image(mask, outputs["baseline"])
+            if followup_mask is not None:
+                write_image(followup_mask, outputs["followup"])
+        growth_ml = None if followup_ml is None else followup_ml - baseline_ml
+        record = {
+            ID_COLUMN: job.case_id,
+            "fingerprint": case_fingerprint,
+            "baseline_ct": job.baseline_ct,
+            "baseline_mask": str(outputs["baseline"].resolve()),
+            "baseline_mask_source": job.baseline_mask or "segmented",
+            "followup_ct": job.followup_ct,
+            "followup_mask": str(outputs["followup"].resolve()) if followup_mask is not None else None,
+            "followup_mask_source": (job.followup_mask or "segmented") if followup_mask is not None else None,
+            "baseline_volume_ml": baseline_ml,
+            "followup_volume_ml": followup_ml,
+            "growth_ml": growth_ml,
+            "growth_relative": _finite_or_none(growth_ml / baseline_ml) if growth_ml is not None and baseline_ml > 0 else None,
+            LABEL_COLUMN: he,
+            "he_source": he_source,
+            "he_manifest": job.he_manifest,
+            "he_definition": job.settings.definition,
+            "features": features,
+            "warnings": [str(w.message) for w in caught],
+            "provenance": {
+                "inputs_sha1": inputs_sha1,
+                "outputs_sha1": {f"{name}_mask": sha1_file(path) for name, path in outputs.items() if path.exists()},
+                "settings": job.settings_record,
+                "radiomics": radiomics_provenance(job.settings.radiomics_params),
+                "versions": package_versions(),
+                "host": platform.node(),
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "seconds": round(time.perf_counter() - start, 3),
+            },
+        }
+        store.write(job.case_id, record)  # last: a case.json means the whole case is on disk
+        return CaseOutcome(job.case_id, DONE, seconds=time.perf_counter() - start)
+    except InputError as error:
+        return CaseOutcome(job.case_id, FAILED, stage, str(error), time.perf_counter() - start)
+    except Exception as error:  # noqa: BLE001 - one case's bug or bad file must not stop the cohort
+        reason = f"{type(error).__name__}: {one_line(error)}"
+        return CaseOutcome(job.case_id, FAILED, stage, reason, time.perf_counter() - start)
+
+
+@functools.lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+# --------------------------------------------------------------------------- the cohort
+
+
+@dataclass
+class ExtractResult:
+    out: Path
+    table: pd.DataFrame
+    outcomes: list[CaseOutcome]
+    failures: pd.DataFrame
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts = {DONE: 0, SKIPPED: 0, FAILED: 0}
+        for outcome in self.outcomes:
+            counts[outcome.status] += 1
+        return counts
+
+
+def _check_settings(settings: ExtractSettings) -> None:
+    """Fail on a bad setting before any worker starts."""
+    get_definition(settings.definition)
+    from .features.radiomics import load_extractor
+
+    load_extractor(settings.radiomics_params)  # InputError naming the file when it is invalid
+    if settings.segmentation_model is not None:
+        model = Path(settings.segmentation_model)
+        if not model.exists():
+            raise InputError(model, "segmentation model not found")
+        _segmentation_model(str(model))  # loads (and so validates) it here too
+
+
+def _jobs(table: pd.DataFrame, cases_root: Path, settings: ExtractSettings, settings_record: dict) -> list[CaseJob]:
+    def text(row, column) -> str | None:
+        value = row.get(column)
+        return value if isinstance(value, str) and value else None
+
+    jobs = []
+    for row in table.to_dict("records"):
+        he = row.get(LABEL_COLUMN)
+        he = None if he is None or (isinstance(he, float) and math.isnan(he)) else float(he)
+        jobs.append(
+            CaseJob(
+                case_id=str(row[ID_COLUMN]),
+                cases_root=str(cases_root),
+                baseline_ct=row["baseline_ct"],
+                followup_ct=text(row, "followup_ct"),
+                baseline_mask=text(row, "baseline_mask"),
+                followup_mask=text(row, "followup_mask"),
+                he_manifest=he,
+                settings=settings,
+                settings_record=settings_record,
+            )
+        )
+    return jobs
+
+
+def case_row(record: dict) -> dict[str, Any]:
+    """One feature-table row (meta columns and image features) from a case.json record."""
+    row = {ID_COLUMN: record[ID_COLUMN]}
+    for column in META_COLUMNS:
+        value = record.get(column)
+        row[column] = math.nan if value is None else float(value)
+    row.update(record["features"])
+    return row
+
+
+def feature_table(records: Sequence[dict], clinical: pd.DataFrame | None) -> pd.DataFrame:
+    """``patient_id``, meta columns, ``rad_*``, then ``clin_*`` (clinical + baseline volume)."""
+    rows = pd.DataFrame([case_row(r) for r in records], columns=None if records else [ID_COLUMN, *META_COLUMNS])
+    rows[ID_COLUMN] = rows[ID_COLUMN].astype(str)
+    if clinical is not None and len(clinical.columns) > 1:
+        clinical = clinical.assign(**{ID_COLUMN: clinical[ID_COLUMN].astype(str)})
+        rows = rows.merge(clinical, on=ID_COLUMN, how="left", validate="one_to_one")
+    radiomics = [c for c in rows.columns if c.startswith("rad_")]
+    clinical_columns = [c for c in rows.columns if c.startswith("clin_") and c != BASELINE_VOLUME_FEATURE]
+    if BASELINE_VOLUME_FEATURE in rows.columns:
+        clinical_columns.append(BASELINE_VOLUME_FEATURE)
+    other = [c for c in rows.columns if c not in (ID_COLUMN, *META_COLUMNS, *radiomics, *clinical_columns)]
+    return rows[[ID_COLUMN, *META_COLUMNS, *other, *radiomics, *clinical_columns]]
+
+
+def write_table(table: pd.DataFrame, out: Path) -> None:
+    with atomic_path(out / "features.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(out / "features.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+
+
+def extract_cohort(
+    manifest_path: str | Path,
+    out: str | Path,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client: Any = None,
+    radiomics_params: str | Path | None = None,
+    segmentation_model: str | Path | None = None,
+    definition: str = DEFAULT_DEFINITION,
+    extra_columns: Sequence[str] = (),
+    ignore_columns: Sequence[str] = (),
+    show_progress: bool = True,
+    console: Any = None,
+) -> ExtractResult:
+    """Extract every case of the manifest into ``out`` (resuming a previous run there).
+
+    ``workers``: local worker processes (default: the cores available; ``1``
+    runs in this process, for debugging); ``scheduler``: a Dask scheduler
+    address or scheduler file to use instead; ``client``: a Dask client to use
+    as is.  See :mod:`hematoma.parallel`.
+    """
+    started = time.time()
+    out = Path(out)
+    settings = ExtractSettings(
+        definition=definition,
+        radiomics_params=None if radiomics_params is None else str(Path(radiomics_params).resolve()),
+        segmentation_model=None if segmentation_model is None else str(Path(segmentation_model).resolve()),
+    )
+    _check_settings(settings)
+    from .cohort import load_manifest
+
+    manifest = load_manifest(manifest_path, extra_columns=tuple(extra_columns), ignore_columns=tuple(ignore_columns))
+    ids = [str(i) for i in manifest.table[ID_COLUMN]]
+    bad_ids = [problem for problem in map(check_case_id, ids) if problem]
+    if bad_ids:
+        raise ManifestError(manifest.path, bad_ids)
+
+    from .features.clinical import encode_clinical
+
+    clinical = encode_clinical(manifest.table, source=manifest.path, extra_columns=tuple(extra_columns))
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    cases_root = (out / "cases").resolve()
+    settings_record = settings.record()
+    jobs = _jobs(manifest.table, cases_root, settings, settings_record)
+    outcomes = run_cases(
+        extract_case, jobs, ids, workers=workers, scheduler=scheduler, client=client,
+        description="extract", show_progress=show_progress, console=console,
+    )
+
+    store = CaseStore(cases_root)
+    records, failed = [], []
+    for outcome in outcomes:
+        record = store.read(outcome.case_id) if outcome.status != FAILED else None
+        if record is None and outcome.status != FAILED:  # deleted under our feet
+            outcome = CaseOutcome(outcome.case_id, FAILED, "store", "case.json missing after the run")
+        if outcome.status == FAILED:
+            failed.append({ID_COLUMN: outcome.case_id, "stage": outcome.stage, "reason": outcome.reason})
+        else:
+            records.append(record)
+    table = feature_table(records, clinical)
+    failures = pd.DataFrame(failed, columns=FAILURE_COLUMNS)
+    write_table(table, out)
+    with atomic_path(out / "failures.csv") as tmp:
+        failures.to_csv(tmp, index=False)
+    result = ExtractResult(out=out, table=table, outcomes=outcomes, failures=failures)
+    write_json(
+        out / "extract.json",
+        {
+            "manifest": str(manifest.path.resolve()),
+            "manifest_sha1": sha1_file(manifest.path),
+            "settings": settings_record,
+            "extra_columns": list(extra_columns),
+            "ignore_columns": list(ignore_columns),
+            "workers": workers,
+            "scheduler": scheduler,
+            "counts": result.counts,
+            "versions": package_versions(),
+            "python_executable": sys.executable,
+            "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.time() - started, 3),
+        },
+    )
+    if ids and not records:
+        raise HematomaError(f"all {len(ids)} cases failed; reasons in {out / 'failures.csv'}")
+    return result
+
+
+__all__ = [
+    "CASE_FORMAT",
+    "CaseJob",
+    "ExtractResult",
+    "ExtractSettings",
+    "extract_case",
+    "extract_cohort",
+    "feature_table",
+    "package_versions",
+]

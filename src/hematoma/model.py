@@ -1,0 +1,459 @@
+"""The prediction model: one scikit-learn Pipeline searched by GridSearchCV.
+
+Every learned step (imputation, scaling, feature selection, classifier) sits
+inside one Pipeline, and the Pipeline inside ``GridSearchCV``: each
+cross-validation fold fits all of them on its training part only, which is
+what the authors' public code got wrong (scaling before the split).
+
+Pipeline steps::
+
+    groups  FeatureGroupSelector   keep rad_/clin_/cnn_ columns of the chosen groups;
+                                   refuse meta columns (follow-up volume would leak the label)
+    impute  SimpleImputer(median, add_indicator=True, keep_empty_features=True)
+                                   missing values are common in clinical tables; an all-NaN
+                                   column becomes a constant 0 instead of vanishing (so the
+                                   column count does not depend on the fold)
+    scale   StandardScaler
+    select  CappedSelectKBest      SelectKBest whose k adapts to the data (see its docstring)
+    clf     SVM (the paper), penalised logistic regression or gradient boosting
+
+``classifier="auto"`` searches all three families in one GridSearchCV (a list of
+grids that swap the ``clf`` step) and keeps the best by inner cross-validated
+ROC AUC: on small clinical tables a plain logistic regression often beats the SVM.
+
+SVM probabilities: scikit-learn 1.9 deprecates ``SVC(probability=True)`` in
+favour of ``CalibratedClassifierCV(SVC(), ensemble=False)``; :class:`PlattSVC`
+does the same (Platt scaling on out-of-fold decision values, one SVC refitted on
+all the training data) at a tenth of the cost.  The grid search scores every
+candidate by ROC AUC on the decision function, which calibration does not change.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.feature_selection import SelectorMixin, f_classif, mutual_info_classif
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, TunedThresholdClassifierCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .errors import InputError
+
+FEATURE_PREFIXES = {"rad": "rad_", "clin": "clin_", "cnn": "cnn_"}
+# Feature sets for the ablation table: "radiomics+clinical" is the paper's
+# Model 2, "hybrid" (all three sources) its final model.
+FEATURE_SETS = {
+    "radiomics": ("rad",),
+    "clinical": ("clin",),
+    "cnn": ("cnn",),
+    "radiomics+clinical": ("rad", "clin"),
+    "hybrid": ("rad", "clin", "cnn"),
+}
+CLASSIFIERS = ("auto", "svm", "logistic", "gradient_boosting")
+# k values beyond the column count are capped at fit time, so one grid serves
+# a 15-column clinical table and a 6000-column CNN table alike.
+DEFAULT_K_GRID = (5, 10, 20, 50, "all")
+SVM_C_GRID = (0.1, 1.0, 10.0)
+SVM_GAMMA_GRID = ("scale", 0.01)
+LOGISTIC_C_GRID = (0.01, 0.1, 1.0)
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def feature_columns(table: pd.DataFrame, groups=tuple(FEATURE_PREFIXES)) -> list[str]:
+    """The table's feature columns of ``groups`` (in table order); meta columns never."""
+    groups = _check_groups(groups)
+    prefixes = tuple(FEATURE_PREFIXES[g] for g in groups)
+    return [str(c) for c in table.columns if str(c).startswith(prefixes)]
+
+
+def model_inputs(table: pd.DataFrame, label: str = "he", groups=tuple(FEATURE_PREFIXES)):
+    """``(X, y)`` from a feature table: X = feature columns indexed by patient_id; y = label or None.
+
+    X keeps the patient ids as its index so that tests (and users) can check which
+    patients reached which fit.
+    """
+    X = table[feature_columns(table, groups)]
+    if "patient_id" in table.columns:
+        X = X.set_axis(pd.Index(table["patient_id"].astype(str), name="patient_id"), axis=0)
+    if label not in table.columns:
+        return X, None
+    y = pd.to_numeric(table[label], errors="coerce")
+    if y.isna().any() or not set(y.unique()) <= {0, 1}:
+        raise InputError(None, f"label column {label!r} must be 0/1 for every patient used for training or evaluation")
+    return X, y.astype(int).set_axis(X.index)
+
+
+def _check_groups(groups) -> tuple[str, ...]:
+    groups = (groups,) if isinstance(groups, str) else tuple(groups)
+    unknown = [g for g in groups if g not in FEATURE_PREFIXES]
+    if unknown or not groups:
+        raise InputError(None, f"unknown feature groups {unknown or groups}; choose from {sorted(FEATURE_PREFIXES)}")
+    return groups
+
+
+class FeatureGroupSelector(TransformerMixin, BaseEstimator):
+    """Keep the prefixed columns of the chosen feature groups; refuse meta columns.
+
+    Input must be a DataFrame (the prefixes are the only way to tell a feature from
+    meta data), so scikit-learn's generic ``check_estimator`` (numpy input) does not
+    apply; tests cover the contract directly.  Groups absent from the table are
+    allowed (``groups_present_`` says which were found) but at least one column
+    must remain.  At transform time the columns seen in fit must all be present;
+    extra feature columns are ignored.
+    """
+
+    def __init__(self, groups=("rad", "clin", "cnn")):
+        self.groups = groups
+
+    def fit(self, X, y=None):
+        X = self._check_frame(X)
+        groups = _check_groups(self.groups)
+        meta = [str(c) for c in X.columns if not str(c).startswith(tuple(FEATURE_PREFIXES.values()))]
+        if meta:
+            raise InputError(
+                None,
+                f"the model takes only rad_/clin_/cnn_ feature columns; got meta columns {meta[:10]}"
+                + (" ..." if len(meta) > 10 else ""),
+            )
+        self.columns_ = feature_columns(X, groups)
+        if not self.columns_:
+            raise InputError(None, f"no feature columns of groups {list(groups)} in the table")
+        self.groups_present_ = tuple(g for g in groups if any(c.startswith(FEATURE_PREFIXES[g]) for c in self.columns_))
+        self._numeric(X[self.columns_])
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "columns_")
+        X = self._check_frame(X)
+        missing = [c for c in self.columns_ if c not in X.columns]
+        if missing:
+            raise InputError(None, f"the table lacks {len(missing)} feature column(s) the model needs: {missing[:20]}")
+        return self._numeric(X[self.columns_])
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "columns_")
+        return np.asarray(self.columns_, dtype=object)
+
+    @staticmethod
+    def _check_frame(X) -> pd.DataFrame:
+        if not isinstance(X, pd.DataFrame):
+            raise InputError(None, "the model needs a pandas DataFrame with rad_/clin_/cnn_ column names")
+        return X
+
+    @staticmethod
+    def _numeric(X: pd.DataFrame) -> np.ndarray:
+        bad = [str(c) for c, dtype in X.dtypes.items() if getattr(dtype, "kind", "O") not in "biuf"]
+        if bad:
+            raise InputError(None, f"feature columns must be numeric; not numeric: {bad[:10]}")
+        return X.to_numpy(dtype=float)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def f_classif_scores(X, y):
+    """``f_classif`` with constant columns scored 0 instead of NaN plus a warning.
+
+    Constant columns are normal here (an all-missing column imputed to 0, a
+    missing-value indicator that never fires in a fold); they carry no signal.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=(UserWarning, RuntimeWarning))
+        scores, pvalues = f_classif(X, y)
+    return np.nan_to_num(scores, nan=0.0, posinf=np.finfo(float).max), np.nan_to_num(pvalues, nan=1.0)
+
+
+def mutual_info_scores(X, y):
+    """Mutual information (seeded: scikit-learn's estimator adds random noise)."""
+    return mutual_info_classif(X, y, random_state=0)
+
+
+SCORE_FUNCTIONS = {"f_classif": f_classif_scores, "mutual_info": mutual_info_scores}
+
+
+class CappedSelectKBest(SelectorMixin, BaseEstimator):
+    """SelectKBest whose ``k`` adapts to the number of columns seen in fit.
+
+    ``k`` is ``"all"``, an int (capped at the column count, so ``k=50`` on a
+    15-column table keeps all 15 instead of failing as ``SelectKBest`` does), or a
+    float in (0, 1] (that fraction of the columns, at least one).  ``k_`` is the
+    count actually used.  Written rather than subclassing ``SelectKBest`` because
+    its parameter validation rejects both the cap and fractions.
+    """
+
+    def __init__(self, score_func=f_classif_scores, k=10):
+        self.score_func = score_func
+        self.k = k
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y)
+        n_columns = X.shape[1]
+        self.k_ = self._resolve_k(n_columns)
+        scores = self.score_func(X, y)
+        scores, pvalues = scores if isinstance(scores, tuple) else (scores, None)
+        self.scores_ = np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf)
+        self.pvalues_ = None if pvalues is None else np.asarray(pvalues, dtype=float)
+        return self
+
+    def _resolve_k(self, n_columns: int) -> int:
+        k = self.k
+        if isinstance(k, str):
+            if k != "all":
+                raise ValueError(f"k must be 'all', an int or a fraction in (0, 1]; got {k!r}")
+            return n_columns
+        if isinstance(k, numbers.Integral) and not isinstance(k, bool):
+            if k < 0:
+                raise ValueError(f"k must be >= 0; got {k}")
+            return min(int(k), n_columns)
+        if isinstance(k, numbers.Real) and 0 < k <= 1:
+            return max(1, int(round(k * n_columns)))
+        raise ValueError(f"k must be 'all', an int or a fraction in (0, 1]; got {k!r}")
+
+    def _get_support_mask(self):
+        check_is_fitted(self, "scores_")
+        mask = np.zeros(self.scores_.shape, dtype=bool)
+        if self.k_:
+            # Stable sort: ties keep column order, as SelectKBest does.
+            mask[np.argsort(self.scores_, kind="mergesort")[-self.k_ :]] = True
+        return mask
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class PlattSVC(ClassifierMixin, BaseEstimator):
+    """An SVC with Platt-scaled probabilities fitted on out-of-fold decision values.
+
+    What ``CalibratedClassifierCV(SVC(), method="sigmoid", ensemble=False)`` does
+    (scikit-learn 1.9's replacement for ``SVC(probability=True)``), hand-written
+    because that wrapper costs ~10x the SVC itself on our ~100-patient folds and
+    it runs for every candidate of the grid search.  The sigmoid is a (lightly
+    L2-regularised) logistic regression on the out-of-fold decision values; one
+    SVC refitted on all the data gives ``decision_function`` (what the ROC AUC
+    scorer uses) and ``coef_`` for a linear kernel.
+    """
+
+    def __init__(self, kernel="rbf", C=1.0, gamma="scale", class_weight=None, calibration_cv=3, random_state=None):
+        self.kernel = kernel
+        self.C = C
+        self.gamma = gamma
+        self.class_weight = class_weight
+        self.calibration_cv = calibration_cv
+        self.random_state = random_state
+
+    def _svc(self):
+        return SVC(kernel=self.kernel, C=self.C, gamma=self.gamma, class_weight=self.class_weight)
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y)
+        check_classification_targets(y)
+        self.classes_, y_index = np.unique(y, return_inverse=True)
+        if len(self.classes_) != 2:
+            raise ValueError(
+                f"Only binary classification is supported. PlattSVC got {len(self.classes_)} class(es): {self.classes_.tolist()}"
+            )
+        self.svc_ = self._svc().fit(X, y_index)
+        n_folds = min(self.calibration_cv, int(np.bincount(y_index).min()))
+        if n_folds < 2:
+            raise ValueError("PlattSVC needs at least 2 patients of each class to calibrate")
+        folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=self.random_state)
+        out_of_fold = np.empty(len(y_index))
+        for train, test in folds.split(X, y_index):
+            out_of_fold[test] = self._svc().fit(X[train], y_index[train]).decision_function(X[test])
+        self.calibrator_ = LogisticRegression().fit(out_of_fold[:, None], y_index)
+        return self
+
+    def decision_function(self, X):
+        check_is_fitted(self, "svc_")
+        return self.svc_.decision_function(validate_data(self, X, reset=False))
+
+    def predict_proba(self, X):
+        check_is_fitted(self, "calibrator_")
+        return self.calibrator_.predict_proba(self.decision_function(X)[:, None])
+
+    def predict(self, X):
+        positive = self.predict_proba(X)[:, 1] >= 0.5
+        return self.classes_[positive.astype(int)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
+
+    @property
+    def coef_(self):
+        """Weights of a linear-kernel SVM (in the scaled, selected feature space)."""
+        return self.svc_.coef_
+
+
+def _param_grids(classifier, k_values, class_weight, seed):
+    select = {"select__k": k_values}
+    grids = []
+    if classifier in ("svm", "auto"):
+        svm = [PlattSVC(class_weight=class_weight, random_state=seed)]
+        grids.append({**select, "clf": svm, "clf__kernel": ["linear"], "clf__C": list(SVM_C_GRID)})
+        grids.append(
+            {**select, "clf": svm, "clf__kernel": ["rbf"], "clf__C": list(SVM_C_GRID), "clf__gamma": list(SVM_GAMMA_GRID)}
+        )
+    if classifier in ("logistic", "auto"):
+        logistic = LogisticRegression(class_weight=class_weight, max_iter=5000, random_state=seed)
+        grids.append({**select, "clf": [logistic], "clf__C": list(LOGISTIC_C_GRID)})
+    if classifier in ("gradient_boosting", "auto"):
+        # Fixed, conservative settings: a boosting grid would dominate the fit time
+        # and overfit the inner folds of a ~100-patient table.
+        boosting = HistGradientBoostingClassifier(
+            learning_rate=0.05,
+            max_iter=100,
+            max_depth=3,
+            min_samples_leaf=10,
+            l2_regularization=1.0,
+            class_weight=class_weight,
+            random_state=seed,
+        )
+        grids.append({**select, "clf": [boosting]})
+    return grids
+
+
+def build_model(
+    classifier: str = "auto",
+    groups=("rad", "clin", "cnn"),
+    k_grid=DEFAULT_K_GRID,
+    selection: str = "f_classif",
+    class_weight=None,
+    cv: int = 5,
+    seed: int = 0,
+    n_jobs: int = 1,
+    threshold: str = "fixed",
+    threshold_cv: int = 5,
+):
+    """An unfitted estimator: ``GridSearchCV`` over the Pipeline described in the module doc.
+
+    Parameters
+    ----------
+    classifier: ``"auto"`` (SVM, logistic regression and gradient boosting, best by
+        inner CV AUC), ``"svm"`` (the paper's model), ``"logistic"`` or ``"gradient_boosting"``.
+    groups: feature groups the model uses (keys of ``FEATURE_PREFIXES``; see ``FEATURE_SETS``).
+    k_grid: values for SelectKBest's k, capped to the column count at fit time.
+    selection: ``"f_classif"`` (the paper) or ``"mutual_info"``.
+    class_weight: ``None`` or ``"balanced"``.
+    cv, seed: inner stratified, shuffled, seeded folds; scored by ROC AUC.
+    threshold: ``"fixed"`` (class = probability >= 0.5) or ``"youden"``: the
+        decision threshold is tuned on the training data only, by
+        ``TunedThresholdClassifierCV`` maximising balanced accuracy, which is
+        Youden's J (sensitivity + specificity - 1) up to a factor 2 and an offset;
+        it costs ``threshold_cv`` extra grid searches.  ``predict_proba`` is the same
+        either way, so AUC does not depend on it.
+
+    The result takes a DataFrame of feature columns (any, NaN allowed) and 0/1 labels.
+    """
+    if classifier not in CLASSIFIERS:
+        raise InputError(None, f"unknown classifier {classifier!r}; choose from {list(CLASSIFIERS)}")
+    if selection not in SCORE_FUNCTIONS:
+        raise InputError(None, f"unknown selection {selection!r}; choose from {sorted(SCORE_FUNCTIONS)}")
+    if class_weight not in (None, "balanced"):
+        raise InputError(None, f"class_weight must be None or 'balanced'; got {class_weight!r}")
+    if threshold not in ("fixed", "youden"):
+        raise InputError(None, f"threshold must be 'fixed' or 'youden'; got {threshold!r}")
+    k_values = list(dict.fromkeys(k_grid))  # drop duplicates, keep order
+    for k in k_values:
+        try:  # fail now on a bad k, not after minutes of fitting
+            CappedSelectKBest(k=k)._resolve_k(1)
+        except ValueError as error:
+            raise InputError(None, str(error)) from None
+    pipeline = Pipeline(
+        [
+            ("groups", FeatureGroupSelector(groups=_check_groups(groups))),
+            ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
+            ("scale", StandardScaler()),
+            ("select", CappedSelectKBest(score_func=SCORE_FUNCTIONS[selection], k=k_values[0])),
+            ("clf", LogisticRegression()),  # placeholder: every grid sets 'clf'
+        ]
+    )
+    search = GridSearchCV(
+        pipeline,
+        _param_grids(classifier, k_values, class_weight, seed),
+        scoring="roc_auc",
+        cv=StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed),
+        n_jobs=n_jobs,
+        refit=True,
+        error_score="raise",
+    )
+    if threshold == "youden":
+        return TunedThresholdClassifierCV(
+            search,
+            scoring="balanced_accuracy",
+            cv=StratifiedKFold(n_splits=threshold_cv, shuffle=True, random_state=seed + 1),
+            refit=True,
+            random_state=seed,
+        )
+    return search
+
+
+def fitted_pipeline(estimator) -> Pipeline:
+    """The fitted Pipeline inside what ``build_model`` returned (or a Pipeline itself)."""
+    if isinstance(estimator, TunedThresholdClassifierCV):
+        check_is_fitted(estimator, "estimator_")
+        estimator = estimator.estimator_
+    if isinstance(estimator, GridSearchCV):
+        check_is_fitted(estimator, "best_estimator_")
+        estimator = estimator.best_estimator_
+    if not isinstance(estimator, Pipeline):
+        raise TypeError(f"expected a fitted Pipeline or a search over one; got {type(estimator).__name__}")
+    return estimator
+
+
+def decision_threshold(estimator) -> float:
+    """The probability threshold for the HE class: tuned (Youden) if the model has one, else 0.5."""
+    return float(getattr(estimator, "best_threshold_", 0.5))
+
+
+def model_summary(estimator) -> dict:
+    """What was chosen: classifier family, its parameters, k, the inner CV AUC (JSON-ready)."""
+    pipeline = fitted_pipeline(estimator)
+    search = estimator.estimator_ if isinstance(estimator, TunedThresholdClassifierCV) else estimator
+    inner = pipeline.named_steps["clf"]
+    family = {PlattSVC: "svm", LogisticRegression: "logistic", HistGradientBoostingClassifier: "gradient_boosting"}.get(
+        type(inner), type(inner).__name__
+    )
+    params = {k: v for k, v in inner.get_params().items() if k in ("C", "kernel", "gamma", "learning_rate", "max_depth")}
+    summary = {
+        "classifier": family,
+        "params": {k: (v if isinstance(v, (str, int, float)) or v is None else str(v)) for k, v in params.items()},
+        "k": int(pipeline.named_steps["select"].k_),
+        "n_input_columns": len(pipeline.named_steps["groups"].columns_),
+        "groups_present": list(pipeline.named_steps["groups"].groups_present_),
+        "threshold": decision_threshold(estimator),
+    }
+    if isinstance(search, GridSearchCV):
+        summary["inner_cv_auc"] = float(search.best_score_)
+    return summary
+
+
+def selected_features(estimator) -> list[str]:
+    """Names of the columns reaching the classifier (``missingindicator_<col>`` for indicators)."""
+    pipeline = fitted_pipeline(estimator)
+    return [str(name) for name in pipeline[:-1].get_feature_names_out()]

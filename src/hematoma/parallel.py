@@ -1,0 +1,290 @@
+"""Per-case execution: local worker processes or a Dask cluster; a resumable store.
+
+One code path runs the cases: Dask.  Locally it starts a
+``dask.distributed.LocalCluster`` of ``workers`` single-threaded *processes*
+(pyradiomics and SimpleITK hold the GIL for long stretches, so threads would
+not run cases in parallel); with ``scheduler="tcp://host:port"`` (or the path
+of a scheduler JSON file written by ``dask scheduler --scheduler-file``) it
+connects to an existing cluster instead.  The same per-case function runs
+either way.  ``workers=1`` runs the cases one after the other in this process,
+without any cluster: tracebacks, ``pdb`` and profilers then work as usual,
+which is what it is for (debugging).
+
+Remote workers need the same ``hematoma`` version installed and must see the
+input files and the output folder at the same paths (a shared file system).
+
+Resumability (:class:`CaseStore`): each case's worker writes its own
+``OUT/cases/<case_id>/case.json`` atomically (temp file + rename, after the
+case's other files), so a run that is killed loses no finished case, and a
+case folder either holds a complete record or none.  The record carries a
+*fingerprint* of everything the result depends on: the SHA-1 of each input
+file's content (not its size and mtime, which a copy or ``touch`` changes and
+a same-size in-place edit need not change) and the settings.  A rerun
+recomputes the fingerprint (on the workers, in parallel; hashing costs well
+under a second per case) and skips a case whose stored fingerprint matches.
+
+The per-case function must catch its own errors and return a
+:class:`CaseOutcome`; anything that still escapes it (or a worker that dies)
+becomes a ``failed`` outcome here, so one bad case never stops the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .errors import InputError
+from .storage import sha1_file, write_json
+
+RECORD_NAME = "case.json"
+DONE, SKIPPED, FAILED = "done", "skipped", "failed"
+
+# Thread pools inside one worker process (ITK's, BLAS's) would fight the other
+# workers for the same cores; one thread each makes N workers ~N times faster.
+SINGLE_THREAD_ENV = {
+    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+}
+
+
+@dataclass
+class CaseOutcome:
+    """What happened to one case: ``done`` (computed), ``skipped`` (up to date) or ``failed``."""
+
+    case_id: str
+    status: str
+    stage: str | None = None
+    reason: str | None = None
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces: equal values give equal text (and hashes)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def fingerprint(*parts: Any) -> str:
+    """SHA-1 of the canonical JSON of ``parts`` (file hashes, settings...)."""
+    return hashlib.sha1(canonical_json(parts).encode()).hexdigest()
+
+
+def file_hashes(paths: Mapping[str, str | Path | None]) -> dict[str, str | None]:
+    """SHA-1 of each file's (or DICOM folder's) content; ``None`` for absent entries."""
+    return {name: (None if path is None else sha1_file(path)) for name, path in paths.items()}
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def check_case_id(case_id: str) -> str | None:
+    """Why ``case_id`` cannot name a folder, or ``None`` when it can."""
+    if not case_id or case_id in (".", ".."):
+        return f"patient_id {case_id!r} cannot name a folder"
+    if "/" in case_id or "\\" in case_id or "\0" in case_id:
+        return f"patient_id {case_id!r} contains a path separator"
+    if case_id.startswith("."):
+        return f"patient_id {case_id!r} starts with '.' (hidden folder)"
+    return None
+
+
+class CaseStore:
+    """Per-case results under ``root/<case_id>/``, each with an atomically written ``case.json``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def case_dir(self, case_id: str) -> Path:
+        problem = check_case_id(case_id)
+        if problem:
+            raise ValueError(problem)
+        return self.root / case_id
+
+    def record_path(self, case_id: str) -> Path:
+        return self.case_dir(case_id) / RECORD_NAME
+
+    def read(self, case_id: str) -> dict | None:
+        """The case's record, or ``None`` when there is none (or it is unreadable)."""
+        try:
+            return json.loads(self.record_path(case_id).read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    def is_current(self, case_id: str, case_fingerprint: str, files: Sequence[str | Path] = ()) -> bool:
+        """True when the stored record has ``case_fingerprint`` and every file in ``files`` exists.
+
+        ``files`` are the case's other outputs (masks): a record whose files were
+        deleted is recomputed.
+        """
+        record = self.read(case_id)
+        if record is None or record.get("fingerprint") != case_fingerprint:
+            return False
+        return all(Path(f).is_file() for f in files)
+
+    def write(self, case_id: str, record: Mapping[str, Any]) -> Path:
+        """Write the record atomically; call it last, after the case's other files."""
+        return write_json(self.record_path(case_id), dict(record))
+
+
+# --------------------------------------------------------------------------- running
+
+
+def default_workers() -> int:
+    """Cores this process may use (the affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _guarded(func: Callable[[Any], CaseOutcome], case_id: str, item: Any) -> CaseOutcome:
+    # Runs on the worker: whatever escapes the case function is this case's failure only.
+    start = time.perf_counter()
+    try:
+        outcome = func(item)
+    except Exception as error:  # noqa: BLE001 - reported per case, the run goes on
+        return CaseOutcome(case_id, FAILED, "run", one_line(error), time.perf_counter() - start)
+    if not isinstance(outcome, CaseOutcome):
+        return CaseOutcome(case_id, FAILED, "run", f"case function returned {type(outcome).__name__}")
+    return outcome
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its message, or its type when the message is empty."""
+    text = " ".join(str(error).split())
+    return text if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def dask_client(workers: int, scheduler: str | None = None, processes: bool = True) -> Iterator[Any]:
+    """A Dask client: to ``scheduler`` (address or scheduler-file path) or to a new LocalCluster."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        kwargs = {"scheduler_file": scheduler} if Path(scheduler).is_file() else {"address": scheduler}
+        try:
+            # Waits up to Dask's connect timeout (config distributed.comm.timeouts.connect).
+            client = Client(**kwargs)
+        except (OSError, TimeoutError, ValueError) as error:
+            raise InputError(None, f"cannot connect to the Dask scheduler {scheduler}: {one_line(error)}") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    cluster_kwargs = {"env": SINGLE_THREAD_ENV} if processes else {}
+    with LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=processes,
+        dashboard_address=None,  # no web server (and no port clash between runs)
+        silence_logs=logging.ERROR,
+        **cluster_kwargs,
+    ) as cluster, Client(cluster) as client:
+        yield client
+
+
+def make_progress(console: Console | None = None) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def run_cases(
+    func: Callable[[Any], CaseOutcome],
+    items: Sequence[Any],
+    case_ids: Sequence[str],
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client: Any = None,
+    description: str = "cases",
+    show_progress: bool = True,
+    console: Console | None = None,
+) -> list[CaseOutcome]:
+    """Run ``func(item)`` for every item; return the outcomes in the order of ``items``.
+
+    Parameters
+    ----------
+    func:
+        A module-level function (it is pickled to the workers) that writes the
+        case's results itself and returns a :class:`CaseOutcome`.
+    items, case_ids:
+        One input and one id per case.
+    workers:
+        Local worker processes (default: the cores available).  ``1`` without
+        ``scheduler``/``client`` runs in this process, without Dask (debugging).
+    scheduler:
+        ``tcp://host:port`` of a running Dask scheduler, or its scheduler file.
+    client:
+        An existing ``dask.distributed.Client`` to use as is (tests, notebooks).
+    """
+    if len(items) != len(case_ids):
+        raise ValueError("items and case_ids differ in length")
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise InputError(None, f"--workers must be at least 1, got {workers}")
+    outcomes: dict[int, CaseOutcome] = {}
+    counts = {DONE: 0, SKIPPED: 0, FAILED: 0}
+
+    with make_progress(console) as progress:
+        task = progress.add_task(description, total=len(items), visible=show_progress)
+
+        def record(index: int, outcome: CaseOutcome) -> None:
+            outcomes[index] = outcome
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+            summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+            progress.update(task, advance=1, description=f"{description} ({summary})")
+
+        if not items:
+            pass
+        elif client is None and scheduler is None and workers == 1:
+            for index, (case_id, item) in enumerate(zip(case_ids, items)):
+                record(index, _guarded(func, case_id, item))
+        else:
+            with contextlib.ExitStack() as stack:
+                if client is None:
+                    client = stack.enter_context(dask_client(min(workers, len(items)), scheduler))
+                _run_on_dask(client, func, items, case_ids, record)
+    return [outcomes[i] for i in range(len(items))]
+
+
+def _run_on_dask(client: Any, func, items, case_ids, record: Callable[[int, CaseOutcome], None]) -> None:
+    from dask.distributed import as_completed
+
+    # pure=False: a rerun must run the case again (the function decides whether to skip).
+    futures = {
+        client.submit(_guarded, func, case_id, item, pure=False, key=f"case-{case_id}-{os.urandom(4).hex()}"): index
+        for index, (case_id, item) in enumerate(zip(case_ids, items))
+    }
+    try:
+        for future in as_completed(futures):
+            index = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as error:  # noqa: BLE001 - a worker died (KilledWorker) or similar
+                outcome = CaseOutcome(case_ids[index], FAILED, "worker", f"{type(error).__name__}: {one_line(error)}")
+            record(index, outcome)
+    finally:
+        # On Ctrl-C, stop queued cases; finished ones are already on disk.
+        client.cancel(list(futures))

@@ -1,0 +1,25 @@
+"""Synthetic head-CT cohort with known ground truth, shaped like the paper's data.
+
+Each patient has an admission (baseline) and a follow-up non-contrast head CT
+of the same head, ground-truth hematoma masks of both, the clinical variables
+of the paper's Table 1 and the truth (HE probability and label).  See
+:mod:`.clinical` for the distributions and the generative risk model,
+:mod:`.phantom` for the anatomy and :mod:`.lesion` for the hematoma.
+"""
+
+from .clinical import CLINICAL_COLUMNS, LOCATION_FREQUENCIES, LOCATIONS, RISK_COEFFICIENTS, sample_clinical_and_risk
+from .cohort import GENERATOR_VERSION, generate_cohort
+from .patient import SyntheticPatient, make_head_ct, synthesize_patient
+
+__all__ = [
+    "CLINICAL_COLUMNS",
+    "GENERATOR_VERSION",
+    "LOCATIONS",
+    "LOCATION_FREQUENCIES",
+    "RISK_COEFFICIENTS",
+    "SyntheticPatient",
+    "generate_cohort",
+    "make_head_ct",
+    "sample_clinical_and_risk",
+    "synthesize_patient",
+]

@@ -1,0 +1,228 @@
+"""Write a synthetic cohort to a folder: scans, masks, manifest, truth and the oracle's score.
+
+Layout of ``out_dir``::
+
+    manifest.csv            patient_id, baseline_ct, followup_ct, baseline_mask, followup_mask,
+                            then the clinical columns (relative paths; no label, no truth)
+    truth.csv               patient_id, true_p, he, baseline_volume_ml, followup_volume_ml,
+                            location, irregularity, heterogeneity
+    oracle.json             oracle AUC (true P vs realised HE), HE rate, volume quartiles, n, seed, ...
+    synthetic_settings.json seed, size, generator version (what a rerun must match)
+    images/P0001_baseline.nii.gz, images/P0001_followup.nii.gz
+    masks/P0001_baseline.nii.gz,  masks/P0001_followup.nii.gz
+    records/P0001.json      the patient's clinical values and truth, written last
+
+Every file is written atomically; a patient counts as done when its record
+and its four images exist, so a rerun with the same settings skips finished
+patients and a killed run loses nothing finished.  Patients depend only on
+``(seed, index)``: a rerun with a larger ``n_patients`` adds patients.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing
+import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import InputError
+from ..storage import atomic_path, write_json, write_text
+from .clinical import CLINICAL_COLUMNS
+from .patient import check_size, patient_id, synthesize_patient
+
+GENERATOR_VERSION = "1.0"
+SETTINGS_FILE = "synthetic_settings.json"
+HE_DEFINITION = "6ml-or-33pct"
+TRUTH_COLUMNS = ("patient_id", "true_p", "he", "baseline_volume_ml", "followup_volume_ml", "location",
+                 "irregularity", "heterogeneity")
+PATH_COLUMNS = ("baseline_ct", "followup_ct", "baseline_mask", "followup_mask")
+# What generate_cohort owns in out_dir (and what --overwrite may delete).
+_OWNED = ("manifest.csv", "truth.csv", "oracle.json", SETTINGS_FILE, "images", "masks", "records")
+
+
+def case_paths(index: int) -> dict[str, str]:
+    """Relative paths of a patient's four images."""
+    pid = patient_id(index)
+    return {
+        "baseline_ct": f"images/{pid}_baseline.nii.gz",
+        "followup_ct": f"images/{pid}_followup.nii.gz",
+        "baseline_mask": f"masks/{pid}_baseline.nii.gz",
+        "followup_mask": f"masks/{pid}_followup.nii.gz",
+    }
+
+
+def _record_path(out_dir: Path, index: int) -> Path:
+    return out_dir / "records" / f"{patient_id(index)}.json"
+
+
+def _is_done(out_dir: Path, index: int) -> bool:
+    return _record_path(out_dir, index).is_file() and all((out_dir / p).is_file() for p in case_paths(index).values())
+
+
+def write_patient(out_dir: str | Path, index: int, seed: int, size: str) -> dict:
+    """Make patient ``index`` and write its images and record; return the record."""
+    out_dir = Path(out_dir)
+    patient = synthesize_patient(index, seed=seed, size=size)
+    _check_label(patient.truth)
+    paths = case_paths(index)
+    images = {
+        "baseline_ct": patient.baseline_ct, "followup_ct": patient.followup_ct,
+        "baseline_mask": patient.baseline_mask, "followup_mask": patient.followup_mask,
+    }
+    for key, image in images.items():
+        with atomic_path(out_dir / paths[key]) as tmp:
+            sitk.WriteImage(image, str(tmp), True)
+    record = {"index": index, "patient_id": patient.patient_id, "clinical": patient.clinical, "truth": patient.truth}
+    write_json(_record_path(out_dir, index), record)  # last: marks the patient as done
+    return record
+
+
+def _check_label(truth: dict) -> None:
+    """The masks must tell the drawn label (by the 6 mL / 33 % rule): a generator bug otherwise."""
+    baseline, followup = truth["baseline_volume_ml"], truth["followup_volume_ml"]
+    grown = followup - baseline > 6.0 or (baseline > 0 and (followup - baseline) / baseline > 0.33)
+    if int(grown) != int(truth["he"]):
+        raise RuntimeError(f"{truth['patient_id']}: masks give HE={int(grown)} but HE={truth['he']} was drawn")
+
+
+def _settings(seed: int, size: str) -> dict:
+    return {"generator": "hematoma.synthetic", "generator_version": GENERATOR_VERSION, "seed": int(seed), "size": size}
+
+
+def _prepare(out_dir: Path, settings: dict, overwrite: bool) -> None:
+    """Refuse a non-empty folder made otherwise (unless ``overwrite``); write the settings first."""
+    settings_path = out_dir / SETTINGS_FILE
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "exists and is not a folder")
+    existing = out_dir.is_dir() and any(out_dir.iterdir())
+    if existing and not overwrite:
+        try:
+            previous = json.loads(settings_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise InputError(out_dir, "is not empty and holds no synthetic cohort; pass --overwrite to write into it") from None
+        if previous != settings:
+            changed = ", ".join(f"{k} {previous.get(k)!r} -> {v!r}" for k, v in settings.items() if previous.get(k) != v)
+            raise InputError(out_dir, f"holds a synthetic cohort made with other settings ({changed}); pass --overwrite to replace it")
+    elif existing and overwrite:
+        for name in _OWNED:  # only what this generator writes; other files are left alone
+            target = out_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(settings_path, settings)
+
+
+def generate_cohort(out_dir: str | Path, n_patients: int, seed: int = 0, size: str = "full", workers: int = 1,
+                    overwrite: bool = False, progress: bool = True) -> dict:
+    """Write a synthetic cohort of ``n_patients`` to ``out_dir`` (layout: module docstring).
+
+    Resumable: patients already written with the same ``seed`` and ``size``
+    are skipped.  ``workers`` > 1 makes patients in that many processes.
+    Returns the summary that is also written to ``oracle.json`` (plus counts
+    of generated and skipped patients).
+    """
+    check_size(size)
+    if n_patients < 1:
+        raise InputError(None, f"the number of patients must be at least 1, got {n_patients}")
+    if workers < 1:
+        raise InputError(None, f"workers must be at least 1, got {workers}")
+    out_dir = Path(out_dir)
+    settings = _settings(seed, size)
+    _prepare(out_dir, settings, overwrite)
+
+    records: dict[int, dict] = {}
+    todo = []
+    for index in range(n_patients):
+        if _is_done(out_dir, index):
+            records[index] = json.loads(_record_path(out_dir, index).read_text(encoding="utf-8"))
+        else:
+            todo.append(index)
+    skipped = n_patients - len(todo)
+    with _progress_bar(progress) as bar:
+        task = bar.add_task(f"synthetic cohort ({size})", total=n_patients, completed=skipped)
+        if workers == 1 or len(todo) <= 1:
+            for index in todo:
+                records[index] = write_patient(out_dir, index, seed, size)
+                bar.advance(task)
+        else:
+            # "spawn": SimpleITK's threads and fork do not mix safely.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                futures = [pool.submit(write_patient, out_dir, index, seed, size) for index in todo]
+                for future in as_completed(futures):
+                    record = future.result()
+                    records[record["index"]] = record
+                    bar.advance(task)
+
+    ordered = [records[i] for i in range(n_patients)]
+    _write_manifest(out_dir / "manifest.csv", ordered)
+    _write_truth(out_dir / "truth.csv", ordered)
+    summary = summarize([r["truth"] for r in ordered])
+    summary.update({"n": n_patients, "seed": int(seed), "size": size, "generator_version": GENERATOR_VERSION,
+                    "he_definition": HE_DEFINITION})
+    write_json(out_dir / "oracle.json", summary)
+    return {**summary, "out_dir": str(out_dir), "generated": len(todo), "skipped": skipped}
+
+
+def _progress_bar(enabled: bool):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled)
+
+
+def summarize(truths: list[dict]) -> dict:
+    """HE rate, oracle AUC and baseline-volume quartiles (overall and by HE) of a cohort's truth."""
+    from sklearn.metrics import roc_auc_score
+
+    he = np.array([int(t["he"]) for t in truths])
+    p = np.array([float(t["true_p"]) for t in truths])
+    volume = np.array([float(t["baseline_volume_ml"]) for t in truths])
+
+    def quartiles(values):
+        return [round(float(v), 2) for v in np.percentile(values, [25, 50, 75])] if len(values) else None
+
+    return {
+        "oracle_auc": float(roc_auc_score(he, p)) if 0 < he.sum() < len(he) else None,
+        "he_rate": float(he.mean()),
+        "n_he": int(he.sum()),
+        "baseline_volume_quartiles_ml": {
+            "all": quartiles(volume), "he": quartiles(volume[he == 1]), "no_he": quartiles(volume[he == 0]),
+        },
+        "locations": {loc: int(n) for loc, n in zip(*np.unique([t["location"] for t in truths], return_counts=True))},
+    }
+
+
+def _csv_text(header, rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([["" if value is None else value for value in row] for row in rows])
+    return buffer.getvalue()
+
+
+def _write_manifest(path: Path, records: list[dict]) -> None:
+    header = ("patient_id",) + PATH_COLUMNS + CLINICAL_COLUMNS
+    rows = []
+    for record in records:
+        paths = case_paths(record["index"])
+        rows.append([record["patient_id"]] + [paths[c] for c in PATH_COLUMNS] + [record["clinical"][c] for c in CLINICAL_COLUMNS])
+    write_text(path, _csv_text(header, rows))
+
+
+def _write_truth(path: Path, records: list[dict]) -> None:
+    rows = [[_round(r["truth"][c]) for c in TRUTH_COLUMNS] for r in records]
+    write_text(path, _csv_text(TRUTH_COLUMNS, rows))
+
+
+def _round(value):
+    return round(value, 6) if isinstance(value, float) else value

@@ -1,0 +1,318 @@
+"""The model Pipeline, its custom steps and the model bundle (synthetic tables)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.datasets import make_classification
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from hematoma.errors import InputError
+from hematoma.model import (
+    FEATURE_SETS,
+    CappedSelectKBest,
+    FeatureGroupSelector,
+    PlattSVC,
+    build_model,
+    decision_threshold,
+    feature_columns,
+    fitted_pipeline,
+    model_inputs,
+    model_summary,
+    selected_features,
+)
+from hematoma.model_bundle import TRUSTED_TYPES, load_model, save_model, table_hash
+
+SMALL = dict(k_grid=(3, 50), cv=3)  # small grids keep the tests fast
+
+
+def synthetic_table(n=80, n_rad=12, n_clin=5, n_cnn=0, informative=4, missing=0.1, seed=0) -> pd.DataFrame:
+    """A feature table as `hematoma extract` writes it: patient_id, meta, then rad_/clin_/cnn_ columns."""
+    X, y = make_classification(
+        n_samples=n,
+        n_features=n_rad + n_clin + n_cnn,
+        n_informative=informative,
+        n_redundant=0,
+        class_sep=1.5,
+        shuffle=False,
+        random_state=seed,
+    )
+    rng = np.random.default_rng(seed)
+    X[rng.random(X.shape) < missing] = np.nan
+    columns = [f"rad_f{i}" for i in range(n_rad)] + [f"clin_v{i}" for i in range(n_clin)]
+    columns += [f"cnn_{i:04d}" for i in range(n_cnn)]
+    table = pd.DataFrame(X, columns=columns)
+    table.insert(0, "patient_id", [f"P{i:03d}" for i in range(n)])
+    table.insert(1, "he", y)
+    table.insert(2, "followup_volume_ml", 10.0 + 20 * y)  # meta: would leak the label
+    return table
+
+
+@pytest.fixture(scope="module")
+def table():
+    return synthetic_table()
+
+
+@pytest.fixture(scope="module")
+def fitted(table):
+    X, y = model_inputs(table.iloc[:60])
+    return build_model(classifier="svm", groups=("rad", "clin"), **SMALL).fit(X, y)
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def test_model_inputs_keep_features_only_indexed_by_patient(table):
+    X, y = model_inputs(table)
+    assert list(X.columns) == feature_columns(table)
+    assert "followup_volume_ml" not in X.columns and "he" not in X.columns
+    assert X.index.name == "patient_id" and X.index[0] == "P000"
+    assert y.tolist() == table["he"].tolist()
+
+
+def test_feature_sets_cover_the_paper_models():
+    assert FEATURE_SETS["radiomics+clinical"] == ("rad", "clin")
+    assert FEATURE_SETS["hybrid"] == ("rad", "clin", "cnn")
+
+
+def test_group_selector_keeps_chosen_groups(table):
+    X, _ = model_inputs(table)
+    selector = FeatureGroupSelector(groups=("clin",)).fit(X)
+    assert selector.columns_ == [c for c in X.columns if c.startswith("clin_")]
+    assert selector.transform(X).shape == (len(X), 5)
+    assert selector.groups_present_ == ("clin",)
+    # extra columns at predict time are ignored
+    assert selector.transform(X.assign(rad_extra=1.0)).shape == (len(X), 5)
+
+
+def test_group_selector_refuses_meta_columns(table):
+    with pytest.raises(InputError, match="meta columns.*followup_volume_ml"):
+        FeatureGroupSelector().fit(table.drop(columns=["patient_id", "he"]))
+
+
+def test_group_selector_refuses_non_frames_missing_columns_and_text(table):
+    X, _ = model_inputs(table)
+    with pytest.raises(InputError, match="DataFrame"):
+        FeatureGroupSelector().fit(X.to_numpy())
+    selector = FeatureGroupSelector().fit(X)
+    with pytest.raises(InputError, match=r"lacks 2 feature column.*clin_v0.*clin_v3"):
+        selector.transform(X.drop(columns=["clin_v0", "clin_v3"]))
+    with pytest.raises(InputError, match="not numeric.*clin_v1"):
+        FeatureGroupSelector().fit(X.assign(clin_v1="yes"))
+    with pytest.raises(InputError, match="no feature columns of groups"):
+        FeatureGroupSelector(groups=("cnn",)).fit(X)
+    with pytest.raises(InputError, match="unknown feature groups"):
+        FeatureGroupSelector(groups=("radiomic",)).fit(X)
+
+
+# --------------------------------------------------------------------------- selection
+
+
+@pytest.mark.parametrize(
+    ("k", "n_columns", "expected"),
+    [(50, 7, 7), (3, 7, 3), ("all", 7, 7), (0.5, 10, 5), (0.01, 10, 1), (1.0, 10, 10), (0, 7, 0)],
+)
+def test_k_is_capped_to_the_columns(k, n_columns, expected):
+    X, y = make_classification(n_samples=40, n_features=n_columns, n_informative=2, n_redundant=0, random_state=0)
+    selector = CappedSelectKBest(k=k).fit(X, y)
+    assert selector.k_ == expected
+    assert selector.get_support().sum() == expected
+
+
+def test_constant_columns_score_zero_without_warnings():
+    X, y = make_classification(n_samples=40, n_features=4, n_informative=2, n_redundant=0, random_state=0)
+    X[:, 1] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        selector = CappedSelectKBest(k=3).fit(X, y)
+    assert selector.scores_[1] == 0 and not selector.get_support()[1]
+
+
+def test_bad_k_fails_before_fitting():
+    with pytest.raises(InputError, match="k must be"):
+        build_model(k_grid=(10, "most"))
+    with pytest.raises(InputError, match="unknown classifier"):
+        build_model(classifier="forest")
+
+
+# scikit-learn's own estimator checks on our generic steps.  FeatureGroupSelector
+# is left out: it takes only DataFrames with prefixed column names by design,
+# which the generic (numpy) checks cannot provide; the tests above cover it.
+# PlattSVC's one expected failure: class_weight reweights the SVM fit, but the
+# Platt calibration behind predict() re-centres the threshold on the data, so
+# extreme weights do not force one class as the check expects.
+@parametrize_with_checks(
+    [CappedSelectKBest(k=2), PlattSVC()],
+    expected_failed_checks=lambda est: {"check_class_weight_classifiers": "Platt calibration re-centres predict()"}
+    if isinstance(est, PlattSVC)
+    else {},
+)
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check(estimator)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def test_model_fits_any_columns_with_missing_values():
+    table = synthetic_table(n=60, n_rad=4, n_clin=3, n_cnn=6, seed=1)
+    table["rad_all_missing"] = np.nan  # an all-NaN column must not break imputation
+    X, y = model_inputs(table)
+    model = build_model(classifier="svm", **SMALL).fit(X.iloc[:45], y.iloc[:45])
+    test = X.iloc[45:].copy()
+    test["clin_v0"] = np.nan  # missing only at prediction time
+    probability = model.predict_proba(test)[:, 1]
+    assert probability.shape == (15,) and np.isfinite(probability).all()
+    assert ((probability >= 0) & (probability <= 1)).all()
+    assert model_summary(model)["groups_present"] == ["rad", "clin", "cnn"]
+
+
+def test_k_grid_adapts_to_a_narrow_table():
+    table = synthetic_table(n=60, n_rad=0, n_clin=4, missing=0.0, seed=2)
+    X, y = model_inputs(table)
+    model = build_model(classifier="logistic", k_grid=(2, 100, "all"), cv=3).fit(X, y)
+    assert model_summary(model)["k"] <= 4
+    assert len(model.cv_results_["params"]) == 3 * 3  # 3 k values x 3 C values, none failed
+
+
+def test_svm_model_is_the_papers_pipeline(fitted):
+    pipeline = fitted_pipeline(fitted)
+    assert list(pipeline.named_steps) == ["groups", "impute", "scale", "select", "clf"]
+    assert isinstance(pipeline.named_steps["clf"], PlattSVC)
+    assert fitted.scoring == "roc_auc"
+    assert len(selected_features(fitted)) == model_summary(fitted)["k"]
+
+
+def test_auto_searches_three_families_and_keeps_a_good_one(table):
+    X, y = model_inputs(table)
+    model = build_model(classifier="auto", **SMALL).fit(X, y)
+    families = {type(p["clf"]).__name__ for p in model.cv_results_["params"]}
+    assert families == {"PlattSVC", "LogisticRegression", "HistGradientBoostingClassifier"}
+    summary = model_summary(model)
+    assert summary["classifier"] in ("svm", "logistic", "gradient_boosting")
+    assert summary["inner_cv_auc"] > 0.5
+    assert summary["inner_cv_auc"] == pytest.approx(np.nanmax(model.cv_results_["mean_test_score"]))
+
+
+def test_inner_folds_are_seeded(table):
+    X, y = model_inputs(table)
+    a = build_model(classifier="logistic", seed=3, **SMALL).fit(X, y)
+    b = build_model(classifier="logistic", seed=3, **SMALL).fit(X, y)
+    np.testing.assert_allclose(a.cv_results_["mean_test_score"], b.cv_results_["mean_test_score"])
+
+
+def test_youden_threshold_is_tuned_on_training_data(table):
+    X, y = model_inputs(table)
+    model = build_model(classifier="logistic", threshold="youden", threshold_cv=3, **SMALL).fit(X.iloc[:60], y.iloc[:60])
+    threshold = decision_threshold(model)
+    assert 0 < threshold < 1
+    probability = model.predict_proba(X.iloc[60:])[:, 1]
+    np.testing.assert_array_equal(model.predict(X.iloc[60:]), (probability >= threshold).astype(int))
+
+
+def test_mutual_information_selection_runs(table):
+    X, y = model_inputs(table)
+    model = build_model(classifier="logistic", selection="mutual_info", k_grid=(3,), cv=3).fit(X, y)
+    assert model_summary(model)["k"] == 3
+
+
+# --------------------------------------------------------------------------- bundle
+
+
+def _bundle(fitted, table, tmp_path):
+    return save_model(
+        fitted,
+        tmp_path / "model",
+        feature_columns=None,
+        settings={"classifier": "svm"},
+        train_table_hash=table_hash(table.iloc[:60]),
+        evaluation={"auc": 0.8},
+    )
+
+
+def test_bundle_round_trip_gives_identical_predictions(fitted, table, tmp_path):
+    path = _bundle(fitted, table, tmp_path)
+    assert sorted(p.name for p in path.iterdir()) == ["bundle.json", "model.skops"]
+    bundle = load_model(path, expected_columns=table.columns)
+    X, _ = model_inputs(table.iloc[60:])
+    np.testing.assert_array_equal(bundle.estimator.predict_proba(X), fitted.predict_proba(X))
+    assert bundle.feature_columns == feature_columns(table, ("rad", "clin"))
+    assert bundle.train_table_hash == table_hash(table.iloc[:60])
+    assert bundle.evaluation == {"auc": 0.8} and bundle.settings == {"classifier": "svm"}
+    assert set(bundle.versions) == {"scikit-learn", "numpy", "scipy", "pandas", "skops", "hematoma"}
+    predictions = bundle.predict_table(table.iloc[60:])
+    assert predictions["patient_id"].tolist() == table["patient_id"].iloc[60:].tolist()
+
+
+def test_bundle_refuses_to_overwrite(fitted, table, tmp_path):
+    _bundle(fitted, table, tmp_path)
+    with pytest.raises(InputError, match="already exists"):
+        _bundle(fitted, table, tmp_path)
+
+
+def test_bundle_refuses_missing_columns(fitted, table, tmp_path):
+    path = _bundle(fitted, table, tmp_path)
+    with pytest.raises(InputError, match=r"lacks 2 feature column.*rad_f1, clin_v2"):
+        load_model(path, expected_columns=table.drop(columns=["rad_f1", "clin_v2"]).columns)
+
+
+def test_bundle_refuses_another_sklearn_version_unless_allowed(fitted, table, tmp_path):
+    path = _bundle(fitted, table, tmp_path)
+    meta = json.loads((path / "bundle.json").read_text())
+    meta["versions"]["scikit-learn"] = "0.24.2"
+    (path / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="scikit-learn 0.24.2"):
+        load_model(path)
+    with pytest.warns(UserWarning, match="scikit-learn 0.24.2"):
+        assert load_model(path, allow_version_mismatch=True).estimator is not None
+
+
+def test_bundle_refuses_an_altered_model_file(fitted, table, tmp_path):
+    path = _bundle(fitted, table, tmp_path)
+    (path / "model.skops").write_bytes((path / "model.skops").read_bytes() + b"\0")
+    with pytest.raises(InputError, match="checksum"):
+        load_model(path)
+
+
+class Smuggled(TransformerMixin, BaseEstimator):
+    """A type no allow-list knows: stands for code an attacker wants to run at load."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return X
+
+
+def test_bundle_refuses_untrusted_types(fitted, table, tmp_path):
+    import hashlib
+
+    path = _bundle(fitted, table, tmp_path)
+    tampered = fitted_pipeline(fitted)
+    tampered.steps.insert(1, ("smuggled", Smuggled()))
+    sio.dump(tampered, path / "model.skops")
+    meta = json.loads((path / "bundle.json").read_text())
+    meta["model_sha256"] = hashlib.sha256((path / "model.skops").read_bytes()).hexdigest()  # a careful attacker
+    (path / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="does not trust.*Smuggled"):
+        load_model(path)
+    with pytest.raises(ValueError, match="outside model_bundle.TRUSTED_TYPES"):
+        save_model(tampered, tmp_path / "other")
+
+
+@pytest.mark.parametrize("classifier", ["svm", "gradient_boosting", "auto"])
+@pytest.mark.parametrize("threshold", ["fixed", "youden"])
+def test_allow_list_covers_every_model_we_build(classifier, threshold):
+    table = synthetic_table(n=40, n_rad=4, n_clin=2, seed=4)
+    X, y = model_inputs(table)
+    selection = "mutual_info" if classifier == "svm" else "f_classif"
+    model = build_model(classifier, k_grid=(2,), cv=2, threshold=threshold, threshold_cv=2, selection=selection).fit(X, y)
+    assert set(sio.get_untrusted_types(data=sio.dumps(model))) <= set(TRUSTED_TYPES)
