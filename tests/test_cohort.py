@@ -26,7 +26,7 @@ def test_valid_manifest_resolves_paths(tmp_path):
     table = manifest.table
     assert manifest.ids == ["P1", "P2"]
     assert table.loc[0, "baseline_ct"] == str(tmp_path / "a.nii.gz")
-    assert table.loc[1, "followup_ct"] is None
+    assert pd.isna(table.loc[1, "followup_ct"])
     assert table["he"].tolist() == [1.0, 0.0]
     assert pd.isna(table.loc[1, "age"])  # a blank stays missing for the imputer
 

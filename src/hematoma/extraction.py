@@ -191,7 +191,7 @@ def extract_case(job: CaseJob) -> CaseOutcome:
 
             stage = "read"
             ct = read_image(job.baseline_ct)
-            stage = "segment"
+            stage = "mask"
             mask = _mask_for_case(ct, job.baseline_ct, job.baseline_mask, job.settings.segmentation_model)
             baseline_ml = mask_volume_ml(mask)
 

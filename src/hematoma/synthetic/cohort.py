@@ -181,7 +181,7 @@ def _progress_bar(enabled: bool):
 
 
 def summarize(truths: list[dict]) -> dict:
-    """HE rate, oracle AUC and baseline-volume quartiles (overall and by HE) of a cohort's truth."""
+    """HE rate, oracle AUCs and baseline-volume quartiles (overall and by HE) of a cohort's truth."""
     from sklearn.metrics import roc_auc_score
 
     he = np.array([int(t["he"]) for t in truths])
@@ -191,8 +191,12 @@ def summarize(truths: list[dict]) -> dict:
     def quartiles(values):
         return [round(float(v), 2) for v in np.percentile(values, [25, 50, 75])] if len(values) else None
 
+    both_classes = 0 < he.sum() < len(he)
+    observable = np.array([float(t.get("observable_p", np.nan)) for t in truths])
     return {
-        "oracle_auc": float(roc_auc_score(he, p)) if 0 < he.sum() < len(he) else None,
+        "oracle_auc": float(roc_auc_score(he, p)) if both_classes else None,
+        # P without the latent term: the best a model of every observed variable could do.
+        "observable_auc": float(roc_auc_score(he, observable)) if both_classes and np.isfinite(observable).all() else None,
         "he_rate": float(he.mean()),
         "n_he": int(he.sum()),
         "baseline_volume_quartiles_ml": {

@@ -66,6 +66,7 @@ def synthesize_patient(index: int, seed: int = 0, size: str = "full") -> Synthet
     truth = {
         "patient_id": pid,
         "true_p": draw["true_p"],
+        "observable_p": draw["observable_p"],
         "he": draw["he"],
         "baseline_volume_ml": mask_volume_ml(baseline_mask),
         "followup_volume_ml": mask_volume_ml(followup_mask),
