@@ -178,13 +178,14 @@ N_PATIENTS = 8
 @pytest.fixture(scope="module")
 def output_folder(tmp_path_factory):
     """A tiny `hematoma extract` output: cases/<pid>/case.json, NIfTIs, features.csv (rows shuffled)."""
+    from hematoma.synthetic import make_head_ct
+
     out = tmp_path_factory.mktemp("out")
-    rng = np.random.default_rng(3)
     rows = []
     for i in range(N_PATIENTS):
         pid = f"P{i:02d}"
         he = i % 2
-        ct, mask = blob_case(rng, 1.4 if he else 0.8)
+        ct, mask = make_head_ct(size="small", seed=i, hematoma_ml=30.0 if he else 12.0)
         case = out / "cases" / pid
         case.mkdir(parents=True)
         sitk.WriteImage(ct, str(case / "ct.nii.gz"))

@@ -29,7 +29,7 @@ from hematoma.model import (
 )
 from hematoma.model_bundle import TRUSTED_TYPES, load_model, save_model, table_hash
 
-SMALL = dict(k_grid=(3, 50), cv=3)  # small grids keep the tests fast
+SMALL = dict(k_grid=(3, 50), cv=3, grid="small")  # small grids keep the tests fast
 
 
 def synthetic_table(n=80, n_rad=12, n_clin=5, n_cnn=0, informative=4, missing=0.1, seed=0) -> pd.DataFrame:
@@ -308,11 +308,20 @@ def test_bundle_refuses_untrusted_types(fitted, table, tmp_path):
         save_model(tampered, tmp_path / "other")
 
 
-@pytest.mark.parametrize("classifier", ["svm", "gradient_boosting", "auto"])
-@pytest.mark.parametrize("threshold", ["fixed", "youden"])
-def test_allow_list_covers_every_model_we_build(classifier, threshold):
-    table = synthetic_table(n=40, n_rad=4, n_clin=2, seed=4)
+@pytest.mark.parametrize(("selection", "threshold"), [("f_classif", "youden"), ("mutual_info", "fixed")])
+def test_allow_list_covers_every_model_we_build(selection, threshold):
+    table = synthetic_table(n=60, n_rad=4, n_clin=2, seed=4)
     X, y = model_inputs(table)
-    selection = "mutual_info" if classifier == "svm" else "f_classif"
-    model = build_model(classifier, k_grid=(2,), cv=2, threshold=threshold, threshold_cv=2, selection=selection).fit(X, y)
-    assert set(sio.get_untrusted_types(data=sio.dumps(model))) <= set(TRUSTED_TYPES)
+    model = build_model("auto", k_grid=(2,), cv=2, grid="small", selection=selection, threshold=threshold, threshold_cv=2)
+    types = set(sio.get_untrusted_types(data=sio.dumps(model.fit(X, y))))
+    if threshold == "fixed":  # the unfitted search: every family's estimator is in its grid
+        assert "hematoma.model.PlattSVC" in types
+    assert types <= set(TRUSTED_TYPES)
+
+
+def test_fitted_families_are_all_trusted():
+    table = synthetic_table(n=60, n_rad=4, n_clin=2, seed=4)
+    X, y = model_inputs(table)
+    for classifier in ("svm", "gradient_boosting"):  # fitted PlattSVC / TreePredictor states
+        model = build_model(classifier, k_grid=(2,), cv=2, grid="small").fit(X, y)
+        assert set(sio.get_untrusted_types(data=sio.dumps(model))) <= set(TRUSTED_TYPES)

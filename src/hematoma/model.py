@@ -63,9 +63,18 @@ CLASSIFIERS = ("auto", "svm", "logistic", "gradient_boosting")
 # k values beyond the column count are capped at fit time, so one grid serves
 # a 15-column clinical table and a 6000-column CNN table alike.
 DEFAULT_K_GRID = (5, 10, 20, 50, "all")
-SVM_C_GRID = (0.1, 1.0, 10.0)
-SVM_GAMMA_GRID = ("scale", 0.01)
-LOGISTIC_C_GRID = (0.01, 0.1, 1.0)
+# Hyper-parameter grids by size.  "default" keeps a 100-200 patient fit to
+# seconds; "small" is for tests and quick looks; "wide" for a patient user.
+# gamma="scale" is 1 / (n_selected * variance) = 1 / k after scaling.
+GRIDS = {
+    "small": {"svm_C": (1.0,), "svm_gamma": ("scale",), "logistic_C": (1.0,)},
+    "default": {"svm_C": (0.1, 1.0, 10.0), "svm_gamma": ("scale",), "logistic_C": (0.01, 0.1, 1.0)},
+    "wide": {
+        "svm_C": (0.01, 0.1, 1.0, 10.0, 100.0),
+        "svm_gamma": ("scale", 0.001, 0.01, 0.1),
+        "logistic_C": (0.001, 0.01, 0.1, 1.0, 10.0),
+    },
+}
 
 
 # --------------------------------------------------------------------------- columns
@@ -310,24 +319,25 @@ class PlattSVC(ClassifierMixin, BaseEstimator):
         return self.svc_.coef_
 
 
-def _param_grids(classifier, k_values, class_weight, seed):
+def _param_grids(classifier, k_values, class_weight, seed, grid):
     select = {"select__k": k_values}
+    sizes = GRIDS[grid]
     grids = []
     if classifier in ("svm", "auto"):
         svm = [PlattSVC(class_weight=class_weight, random_state=seed)]
-        grids.append({**select, "clf": svm, "clf__kernel": ["linear"], "clf__C": list(SVM_C_GRID)})
+        grids.append({**select, "clf": svm, "clf__kernel": ["linear"], "clf__C": list(sizes["svm_C"])})
         grids.append(
-            {**select, "clf": svm, "clf__kernel": ["rbf"], "clf__C": list(SVM_C_GRID), "clf__gamma": list(SVM_GAMMA_GRID)}
+            {**select, "clf": svm, "clf__kernel": ["rbf"], "clf__C": list(sizes["svm_C"]), "clf__gamma": list(sizes["svm_gamma"])}
         )
     if classifier in ("logistic", "auto"):
         logistic = LogisticRegression(class_weight=class_weight, max_iter=5000, random_state=seed)
-        grids.append({**select, "clf": [logistic], "clf__C": list(LOGISTIC_C_GRID)})
+        grids.append({**select, "clf": [logistic], "clf__C": list(sizes["logistic_C"])})
     if classifier in ("gradient_boosting", "auto"):
         # Fixed, conservative settings: a boosting grid would dominate the fit time
         # and overfit the inner folds of a ~100-patient table.
         boosting = HistGradientBoostingClassifier(
-            learning_rate=0.05,
-            max_iter=100,
+            learning_rate=0.1,
+            max_iter=50,
             max_depth=3,
             min_samples_leaf=10,
             l2_regularization=1.0,
@@ -349,6 +359,7 @@ def build_model(
     n_jobs: int = 1,
     threshold: str = "fixed",
     threshold_cv: int = 5,
+    grid: str = "default",
 ):
     """An unfitted estimator: ``GridSearchCV`` over the Pipeline described in the module doc.
 
@@ -358,6 +369,8 @@ def build_model(
         inner CV AUC), ``"svm"`` (the paper's model), ``"logistic"`` or ``"gradient_boosting"``.
     groups: feature groups the model uses (keys of ``FEATURE_PREFIXES``; see ``FEATURE_SETS``).
     k_grid: values for SelectKBest's k, capped to the column count at fit time.
+    grid: size of the classifiers' hyper-parameter grids (``GRIDS``): "small",
+        "default" or "wide".
     selection: ``"f_classif"`` (the paper) or ``"mutual_info"``.
     class_weight: ``None`` or ``"balanced"``.
     cv, seed: inner stratified, shuffled, seeded folds; scored by ROC AUC.
@@ -376,9 +389,14 @@ def build_model(
         raise InputError(None, f"unknown selection {selection!r}; choose from {sorted(SCORE_FUNCTIONS)}")
     if class_weight not in (None, "balanced"):
         raise InputError(None, f"class_weight must be None or 'balanced'; got {class_weight!r}")
+    if grid not in GRIDS:
+        raise InputError(None, f"unknown grid {grid!r}; choose from {sorted(GRIDS)}")
     if threshold not in ("fixed", "youden"):
         raise InputError(None, f"threshold must be 'fixed' or 'youden'; got {threshold!r}")
-    k_values = list(dict.fromkeys(k_grid))  # drop duplicates, keep order
+    k_values = []  # drop duplicates, keep order (1 and 1.0 differ: one column vs all)
+    for k in k_grid:
+        if not any(k == seen and type(k) is type(seen) for seen in k_values):
+            k_values.append(k)
     for k in k_values:
         try:  # fail now on a bad k, not after minutes of fitting
             CappedSelectKBest(k=k)._resolve_k(1)
@@ -395,7 +413,7 @@ def build_model(
     )
     search = GridSearchCV(
         pipeline,
-        _param_grids(classifier, k_values, class_weight, seed),
+        _param_grids(classifier, k_values, class_weight, seed, grid),
         scoring="roc_auc",
         cv=StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed),
         n_jobs=n_jobs,

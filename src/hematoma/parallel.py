@@ -174,28 +174,42 @@ def dask_client(workers: int, scheduler: str | None = None, processes: bool = Tr
     """A Dask client: to ``scheduler`` (address or scheduler-file path) or to a new LocalCluster."""
     from dask.distributed import Client, LocalCluster
 
-    if scheduler:
-        kwargs = {"scheduler_file": scheduler} if Path(scheduler).is_file() else {"address": scheduler}
-        try:
-            # Waits up to Dask's connect timeout (config distributed.comm.timeouts.connect).
-            client = Client(**kwargs)
-        except (OSError, TimeoutError, ValueError) as error:
-            raise InputError(None, f"cannot connect to the Dask scheduler {scheduler}: {one_line(error)}") from None
-        try:
+    with _quiet_dask_logs():
+        if scheduler:
+            kwargs = {"scheduler_file": scheduler} if Path(scheduler).is_file() else {"address": scheduler}
+            try:
+                # Waits up to Dask's connect timeout (config distributed.comm.timeouts.connect).
+                client = Client(**kwargs)
+            except (OSError, TimeoutError, ValueError) as error:
+                raise InputError(None, f"cannot connect to the Dask scheduler {scheduler}: {one_line(error)}") from None
+            with client:
+                yield client
+            return
+        cluster_kwargs = {"env": SINGLE_THREAD_ENV} if processes else {}
+        with LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=processes,
+            dashboard_address=None,  # no dashboard (its web pages are of no use to a batch run)
+            silence_logs=logging.ERROR,
+            **cluster_kwargs,
+        ) as cluster, Client(cluster) as client:
             yield client
-        finally:
-            client.close()
-        return
-    cluster_kwargs = {"env": SINGLE_THREAD_ENV} if processes else {}
-    with LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=processes,
-        dashboard_address=None,  # no web server (and no port clash between runs)
-        silence_logs=logging.ERROR,
-        **cluster_kwargs,
-    ) as cluster, Client(cluster) as client:
-        yield client
+
+
+@contextlib.contextmanager
+def _quiet_dask_logs() -> Iterator[None]:
+    # Dask logs every start, connection and cancellation at INFO; an app that
+    # configured the root logger (our CLI does) would print them all.  Shown
+    # again when the root logger is at DEBUG (`hematoma --debug`).
+    logger = logging.getLogger("distributed")
+    old = logger.level
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logger.setLevel(max(old, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
 
 
 def make_progress(console: Console | None = None) -> Progress:
@@ -285,6 +299,8 @@ def _run_on_dask(client: Any, func, items, case_ids, record: Callable[[int, Case
             except Exception as error:  # noqa: BLE001 - a worker died (KilledWorker) or similar
                 outcome = CaseOutcome(case_ids[index], FAILED, "worker", f"{type(error).__name__}: {one_line(error)}")
             record(index, outcome)
-    finally:
-        # On Ctrl-C, stop queued cases; finished ones are already on disk.
+    except BaseException:
+        # Ctrl-C: stop the queued cases (a shared cluster would run them on);
+        # finished ones are already on disk.
         client.cancel(list(futures))
+        raise

@@ -17,7 +17,7 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Random seed; patient i depends only on (seed, i)."),
     size: str = typer.Option("full", "--size", help="full: 512x512 at ~0.45 mm; small: 128x128 at 1.8 mm (fast)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes making patients in parallel."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cohort made with other settings."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace what this generator wrote in OUT (any settings); other files are kept."),
 ) -> None:
     """Write a synthetic head-CT cohort: baseline and follow-up scans, masks, manifest, truth.
 

@@ -21,6 +21,7 @@ patients and a killed run loses nothing finished.  Patients depend only on
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import multiprocessing
@@ -76,11 +77,27 @@ def write_patient(out_dir: str | Path, index: int, seed: int, size: str) -> dict
         "baseline_mask": patient.baseline_mask, "followup_mask": patient.followup_mask,
     }
     for key, image in images.items():
-        with atomic_path(out_dir / paths[key]) as tmp:
-            sitk.WriteImage(image, str(tmp), True)
+        write_nifti_gz(image, out_dir / paths[key])
     record = {"index": index, "patient_id": patient.patient_id, "clinical": patient.clinical, "truth": patient.truth}
     write_json(_record_path(out_dir, index), record)  # last: marks the patient as done
     return record
+
+
+def write_nifti_gz(image: sitk.Image, destination: Path) -> None:
+    """Write ``image`` as .nii.gz atomically, gzip level 1.
+
+    Hand-written because SimpleITK's NIfTI writer ignores the compression
+    level and deflates at ~6: CT noise barely compresses, so level 1 writes a
+    full-size scan ~2.4x faster for a ~5 % larger file.
+    """
+    with atomic_path(destination) as tmp:
+        raw = tmp.with_name(tmp.name + ".raw.nii")
+        try:
+            sitk.WriteImage(image, str(raw), False)
+            with open(raw, "rb") as source, gzip.open(tmp, "wb", compresslevel=1) as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+        finally:
+            raw.unlink(missing_ok=True)
 
 
 def _check_label(truth: dict) -> None:

@@ -129,7 +129,7 @@ def floor_height(anatomy: HeadAnatomy, x, y):
     posterior = posterior + 12.0 * np.minimum((x / 55.0) ** 2 + ((y - 40.0) / 60.0) ** 2, 1.0)
     floor = anterior + (middle - anterior) * step1
     floor = floor + (posterior - floor) * step2
-    sella = 18.0 * np.exp(-((x / 13.0) ** 2)) * step1 * (1.0 - 0.5 * (1.0 + np.tanh((y - 4.0) / 3.0)))
+    sella = 6.0 * np.exp(-((x / 13.0) ** 2)) * step1 * (1.0 - 0.5 * (1.0 + np.tanh((y - 4.0) / 3.0)))
     return floor + sella
 
 
