@@ -20,7 +20,15 @@ from hematoma.features.deep import (  # noqa: E402
 from hematoma.features.deep.network import WeightsWarning, pooled_features  # noqa: E402
 from hematoma.features.deep.slices import apply_window, slice_window, stack_indices  # noqa: E402
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # One thread: on a shared 2-core machine two spinning OpenMP threads run ~3x slower, not faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ import skops.io as sio
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.datasets import make_classification
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from threadpoolctl import threadpool_limits
 
 from hematoma.errors import InputError
 from hematoma.model import (
@@ -22,12 +23,20 @@ from hematoma.model import (
     build_model,
     decision_threshold,
     feature_columns,
+    fit_model,
     fitted_pipeline,
     model_inputs,
     model_summary,
     selected_features,
 )
 from hematoma.model_bundle import TRUSTED_TYPES, load_model, save_model, table_hash
+
+@pytest.fixture(autouse=True)
+def single_threaded():
+    # as fit_model does: BLAS/OpenMP threads only slow ~100-patient fits down
+    with threadpool_limits(limits=1):
+        yield
+
 
 SMALL = dict(k_grid=(3, 50), cv=3, grid="small")  # small grids keep the tests fast
 
@@ -166,7 +175,7 @@ def test_model_fits_any_columns_with_missing_values():
     table = synthetic_table(n=60, n_rad=4, n_clin=3, n_cnn=6, seed=1)
     table["rad_all_missing"] = np.nan  # an all-NaN column must not break imputation
     X, y = model_inputs(table)
-    model = build_model(classifier="svm", **SMALL).fit(X.iloc[:45], y.iloc[:45])
+    model = fit_model(build_model(classifier="svm", **SMALL), X.iloc[:45], y.iloc[:45])
     test = X.iloc[45:].copy()
     test["clin_v0"] = np.nan  # missing only at prediction time
     probability = model.predict_proba(test)[:, 1]
@@ -220,7 +229,7 @@ def test_youden_threshold_is_tuned_on_training_data(table):
 
 def test_mutual_information_selection_runs(table):
     X, y = model_inputs(table)
-    model = build_model(classifier="logistic", selection="mutual_info", k_grid=(3,), cv=3).fit(X, y)
+    model = build_model(classifier="logistic", selection="mutual_info", k_grid=(3,), cv=3, grid="small").fit(X, y)
     assert model_summary(model)["k"] == 3
 
 

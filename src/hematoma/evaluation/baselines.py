@@ -33,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ..model import FeatureGroupSelector, feature_columns, model_inputs
+from ..model import FeatureGroupSelector, feature_columns, fit_model, model_inputs
 from .metrics import auc_ci, delong_test, evaluate_predictions, to_jsonable
 
 VOLUME = "clin_baseline_volume_ml"
@@ -170,7 +170,7 @@ def evaluate_baselines(
     if feature_columns(train_table, ("clin",)):
         X_train, y_train = model_inputs(train_table, label, groups=("clin",))
         X_test, _ = model_inputs(test_table, label, groups=("clin",))
-        model = clinical_logistic_model(seed).fit(X_train, y_train)
+        model = fit_model(clinical_logistic_model(seed), X_train, y_train)
         probability = pd.Series(model.predict_proba(X_test)[:, 1], index=y_test.index)
         results["clinical_logistic"] = _scored(
             "clinical logistic regression", y_test, probability, None, [], model_scores, ci, seed

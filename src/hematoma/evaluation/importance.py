@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.inspection import permutation_importance
+from threadpoolctl import threadpool_limits
 
 from ..model import PlattSVC, fitted_pipeline, model_inputs, selected_features
 
@@ -50,7 +51,8 @@ def input_columns_used(estimator) -> list[str]:
     """Input columns that reach the classifier, in order of their best selection score."""
     pipeline = fitted_pipeline(estimator)
     select = pipeline.named_steps["select"]
-    names = np.asarray(pipeline[:-2].get_feature_names_out(), dtype=object)  # before selection
+    start = list(pipeline.named_steps).index("groups")
+    names = np.asarray(pipeline[start:-2].get_feature_names_out(), dtype=object)  # before selection
     support = select.get_support()
     order = np.argsort(-select.scores_[support], kind="mergesort")
     columns = []
@@ -79,9 +81,10 @@ def permutation_top_features(
     X, y = model_inputs(test_table, label=label)
     columns = input_columns_used(estimator)[:max_columns]
     wrapper = _ColumnSubsetModel(estimator, X).fit(None)
-    result = permutation_importance(
-        wrapper, X[columns], y.to_numpy(), scoring="roc_auc", n_repeats=n_repeats, random_state=seed, n_jobs=n_jobs
-    )
+    with threadpool_limits(limits=1):  # many predictions on ~100 rows: threads only add overhead
+        result = permutation_importance(
+            wrapper, X[columns], y.to_numpy(), scoring="roc_auc", n_repeats=n_repeats, random_state=seed, n_jobs=n_jobs
+        )
     table = pd.DataFrame(
         {"feature": columns, "importance_mean": result.importances_mean, "importance_std": result.importances_std}
     )

@@ -17,7 +17,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
 
 from ..errors import InputError
-from ..model import FEATURE_SETS, build_model, feature_columns, model_inputs, model_summary
+from ..model import FEATURE_SETS, build_model, feature_columns, fit_model, model_inputs, model_summary
 from .metrics import auc_ci, delong_test, to_jsonable
 
 CNN_NOTE = (
@@ -33,7 +33,7 @@ def _progress(enabled: bool) -> Progress:
 
 
 def _outer_auc(kwargs, X, y, train, test) -> tuple[float, object]:
-    model = build_model(**kwargs).fit(X.iloc[train], y.iloc[train])
+    model = fit_model(build_model(**kwargs), X.iloc[train], y.iloc[train])
     return float(roc_auc_score(y.iloc[test], model.predict_proba(X.iloc[test])[:, 1])), model
 
 
@@ -144,7 +144,7 @@ def ablation(
                 bar.advance(task)
                 continue
             X_train, y_train = model_inputs(train_table, label=label, groups=groups)
-            model = build_model(groups=groups, **kwargs).fit(X_train, y_train)
+            model = fit_model(build_model(groups=groups, **kwargs), X_train, y_train)
             probability = model.predict_proba(X_test)[:, 1]
             interval = auc_ci(y_test, probability)
             summary = model_summary(model)

@@ -18,12 +18,13 @@ Rules (HU values from the CT literature, not tuned on synthetic images):
   of blood: candidates closer than ``SKULL_MARGIN_MM`` to the brain's edge are
   dropped (a real hematoma there is recovered by the delineation step);
 * isolated specks (< ``MIN_COMPONENT_ML``) are removed;
-* the index hematoma is kept: the largest connected component, plus any
-  other component at least ``SECONDARY_FRACTION`` of its volume.  Spontaneous
-  ICH is nearly always one index hematoma; smaller separate bright foci are
-  more often calcifications, beam-hardening or hemorrhagic contusions that
-  the HE definitions do not measure; comparable foci are kept so a truly
-  multifocal bleed is not halved;
+* the index hematoma is kept: the largest connected component, with the
+  components within ``SATELLITE_MM`` of it (lobes of an irregular clot that
+  a dimmer part disconnects, the "satellite sign"), plus any other component
+  at least ``SECONDARY_FRACTION`` of its volume.  Spontaneous ICH is nearly
+  always one index hematoma; smaller distant bright foci are more often
+  calcifications, beam hardening or contusions that the HE definitions do
+  not measure; comparable foci are kept so a multifocal bleed is not halved;
 * delineation: the hematoma's edge is placed half way between its own median
   HU and that of the tissue around it (the half-maximum rule for a blurred
   edge), grown from the kept components no further than ``GROWTH_MM``, then
@@ -62,13 +63,21 @@ SKULL_MARGIN_MM = 3.0
 MIN_COMPONENT_ML = 0.05
 #: Components at least this fraction of the index hematoma's volume are kept too.
 SECONDARY_FRACTION = 0.5
+#: Components this close (mm, 3D) to the index hematoma are its satellites / lobes.
+SATELLITE_MM = 10.0
 #: The delineated edge lies at most this far (in plane) from the candidates.
 GROWTH_MM = 4.0
+#: Where between the surrounding tissue's HU (0) and the clot's (1) its edge lies (half maximum).
+EDGE_FRACTION = 0.5
 #: Bounds of the half-way edge threshold (HU): never below grey matter, never above typical clot.
 EDGE_HU_BOUNDS = (42.0, 55.0)
 #: Shell around the candidates whose median is "the tissue around" the hematoma.
 SURROUND_MM = (2.0, 6.0)
 CLOSING_MM = 1.0
+#: Concavities of the clot narrower than about twice this are hypodense parts of it ...
+ISLAND_MM = 3.0
+#: ... when their tissue is denser than edema (15-25 HU) and white matter (~28 HU).
+ISLAND_MIN_HU = 33.0
 
 _CONNECTIVITY = ndi.generate_binary_structure(3, 1)
 _CONNECTIVITY[1] = True  # 8-connected in plane, face-connected across slices
@@ -147,7 +156,7 @@ def candidate_voxels(hu: np.ndarray, brain: np.ndarray, spacing_zyx, strict: boo
     return candidates
 
 
-def near_calcification(hu: np.ndarray, brain: np.ndarray, spacing_zyx) -> np.ndarray:
+def near_calcification(hu: np.ndarray, brain: np.ndarray, spacing_zyx, across_slices: bool = True) -> np.ndarray:
     """Voxels within ``CALCIFICATION_MARGIN_MM`` of a dense (> 100 HU) spot: calcification or bone.
 
     In plane the reach is the margin; across slices it is one slice each way
@@ -157,7 +166,7 @@ def near_calcification(hu: np.ndarray, brain: np.ndarray, spacing_zyx) -> np.nda
     """
     # A 3x3 in-plane mean: one noisy voxel of clot above 100 HU is not a calcification.
     dense = ndi.uniform_filter(np.minimum(hu, 400.0), size=(1, 3, 3)) > CALCIFICATION_HU
-    z_radius = 1 if spacing_zyx[0] >= 2.0 else None
+    z_radius = (1 if spacing_zyx[0] >= 2.0 else None) if across_slices else 0
     reach = window_size(spacing_zyx, radius_mm=CALCIFICATION_MARGIN_MM, z_radius_voxels=z_radius)
     return ndi.maximum_filter(dense, size=reach)
 
@@ -175,17 +184,30 @@ def distance_from_edge_at_least(brain: np.ndarray, margin_mm: float, spacing_zyx
 
 
 def keep_index_hematoma(candidates: np.ndarray, spacing_zyx) -> np.ndarray:
-    """The index hematoma (largest component) and components of comparable size; specks removed."""
+    """The index hematoma (largest component), its satellites and components of comparable size; specks removed."""
     labels, count = ndi.label(candidates, structure=_CONNECTIVITY)
     if count == 0:
         return np.zeros_like(candidates)
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
     volumes = np.bincount(labels.ravel())[1:] * voxel_ml
-    largest = volumes.max()
+    index = int(np.argmax(volumes))
+    largest = volumes[index]
     if largest < MIN_COMPONENT_ML:
         return np.zeros_like(candidates)
-    keep = np.concatenate([[False], (volumes >= SECONDARY_FRACTION * largest) & (volumes >= MIN_COMPONENT_ML)])
-    return keep[labels]
+    keep = (volumes >= SECONDARY_FRACTION * largest) | _satellites(labels, index + 1, count, spacing_zyx)
+    keep &= volumes >= MIN_COMPONENT_ML
+    return np.concatenate([[False], keep])[labels]
+
+
+def _satellites(labels: np.ndarray, index: int, count: int, spacing_zyx) -> np.ndarray:
+    """Which components lie within ``SATELLITE_MM`` (3D) of component ``index``."""
+    piece = ndi.find_objects((labels == index).view(np.uint8))[0]
+    region = _expand(piece, SATELLITE_MM, labels.shape, spacing_zyx, z_margin_mm=SATELLITE_MM)
+    distance = ndi.distance_transform_edt(labels[region] != index, sampling=spacing_zyx)
+    near = np.unique(labels[region][distance <= SATELLITE_MM])
+    result = np.zeros(count, dtype=bool)
+    result[near[near > 0] - 1] = True
+    return result
 
 
 def delineate(seeds: np.ndarray, hu: np.ndarray, brain: np.ndarray, spacing_zyx) -> np.ndarray:
@@ -198,6 +220,8 @@ def delineate(seeds: np.ndarray, hu: np.ndarray, brain: np.ndarray, spacing_zyx)
     size = window_size(spacing_zyx, z_radius_voxels=0)
     labels, _ = ndi.label(seeds, structure=_CONNECTIVITY)
     grown = np.zeros_like(seeds)
+    # Growth stops short of the skull and of calcifications (their partial volume looks like blood).
+    dense_rim = near_calcification(hu, brain, spacing_zyx, across_slices=False)
     reach_mm = max(GROWTH_MM, SURROUND_MM[1]) + 2 * spacing_zyx[1]
     # Each kept component is delineated in its own box with its own edge threshold: clots differ in density.
     for index, piece in enumerate(ndi.find_objects(labels), start=1):
@@ -208,10 +232,14 @@ def delineate(seeds: np.ndarray, hu: np.ndarray, brain: np.ndarray, spacing_zyx)
         shell = (same_slice > SURROUND_MM[0]) & (same_slice <= SURROUND_MM[1]) & b & (h < CALCIFICATION_HU)
         clot_hu = float(np.median(h[own]))
         around_hu = float(np.median(h[shell])) if shell.any() else 30.0
-        edge = float(np.clip((clot_hu + around_hu) / 2.0, *EDGE_HU_BOUNDS))
+        edge = float(np.clip(around_hu + EDGE_FRACTION * (clot_hu - around_hu), *EDGE_HU_BOUNDS))
         local_mean = masked_mean(h, b, size)
-        allowed = (near_slices <= GROWTH_MM) & b & (local_mean >= edge) & (local_mean <= CANDIDATE_HU[1])
-        grown[region] |= _reconstruct(own, allowed | own)
+        allowed = (near_slices <= GROWTH_MM) & b & (local_mean >= edge) & (local_mean <= CANDIDATE_HU[1]) & ~dense_rim[region]
+        reached = _reconstruct(own, allowed | own)
+        # Hypodense islands of a heterogeneous clot (blend sign) that open to its edge are
+        # concavities of the mask: close them, but only over tissue denser than edema and white matter.
+        islands = close_inplane(reached, ISLAND_MM, spacing_zyx) & b & (local_mean >= ISLAND_MIN_HU) & (local_mean <= CANDIDATE_HU[1])
+        grown[region] |= reached | islands
     return finish_mask(grown, brain, spacing_zyx)
 
 
@@ -238,8 +266,8 @@ def bounding_box(mask: np.ndarray, margin=(1, 8, 8)) -> tuple[slice, ...]:
     return tuple(box)
 
 
-def _expand(piece: tuple[slice, ...], margin_mm: float, shape, spacing_zyx) -> tuple[slice, ...]:
-    extra = [1] + [int(np.ceil(margin_mm / s)) for s in spacing_zyx[1:]]
+def _expand(piece: tuple[slice, ...], margin_mm: float, shape, spacing_zyx, z_margin_mm: float = 0.0) -> tuple[slice, ...]:
+    extra = [max(int(np.ceil(z_margin_mm / spacing_zyx[0])), 1)] + [int(np.ceil(margin_mm / s)) for s in spacing_zyx[1:]]
     return tuple(slice(max(p.start - e, 0), min(p.stop + e, n)) for p, e, n in zip(piece, extra, shape))
 
 
