@@ -178,7 +178,8 @@ class FeatureGroupSelector(TransformerMixin, BaseEstimator):
 
     @staticmethod
     def _numeric(X: pd.DataFrame) -> np.ndarray:
-        bad = [str(c) for c, dtype in X.dtypes.items() if getattr(dtype, "kind", "O") not in "biuf"]
+        kinds = [getattr(dtype, "kind", "O") for dtype in X.dtypes.tolist()]
+        bad = [name for name, kind in zip(_names(X), kinds) if kind not in "biuf"]
         if bad:
             raise InputError(None, f"feature columns must be numeric; not numeric: {bad[:10]}")
         return X.to_numpy(dtype=float)
@@ -357,7 +358,10 @@ def _param_grids(classifier, k_values, class_weight, seed, grid):
             class_weight=class_weight,
             random_state=seed,
         )
-        grids.append({**select, "clf": [boosting]})
+        # Integer k only (when the grid has any): binning thousands of CNN columns
+        # costs ~10 s a fit, and shallow trees on ~100 patients cannot use them.
+        integer_k = [k for k in k_values if isinstance(k, numbers.Integral) and not isinstance(k, bool)]
+        grids.append({"select__k": integer_k or k_values, "clf": [boosting]})
     return grids
 
 

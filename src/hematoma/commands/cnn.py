@@ -79,7 +79,8 @@ def embed(
             margin_mm=trained.margin_mm if margin_mm is None else margin_mm, image_size=trained.image_size)
     result = embed_output(out, model, slices=asked, device=device)
     n_failed = len(result.failures)
-    console.print(f"CNN features of {len(result.features) - n_failed} patients written to "
+    n_done = int(result.features.drop(columns="patient_id").notna().all(axis=1).sum())
+    console.print(f"CNN features of {n_done} patients written to "
                   f"{Path(out).resolve() / 'cnn_features.parquet'} and merged into the feature table")
     if n_failed:
         console.print(f"[yellow]{n_failed} patients failed[/]: see {Path(out) / 'cnn_failures.csv'}")

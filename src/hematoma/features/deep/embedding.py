@@ -93,13 +93,23 @@ def embed_output(out: str | Path, model_dir: str | Path, slices: SliceSettings |
 
     Writes ``OUT/cnn_features.parquet`` and rewrites ``OUT/features.csv`` and
     ``OUT/features.parquet`` with the ``cnn_`` columns replaced (atomically);
-    failed patients are listed in ``OUT/cnn_failures.csv``.
+    failed patients (unreadable, empty mask, no case.json) get NaN features
+    and a line in ``OUT/cnn_failures.csv``.
     """
     out = Path(out)
     model = load_cnn(model_dir, slices=slices, device=device)
     table = read_feature_table(out)
     source = feature_table_path(out)
-    embeddings = embed_table(case_inputs(out, table[ID]), model, progress=progress)
+    found, missing = [], []
+    for pid in table[ID]:  # a case that was never extracted fails alone, not the whole run
+        try:
+            found.append(case_inputs(out, [pid]))
+        except InputError as error:
+            missing.append({ID: pid, "stage": "cnn", "reason": str(error)})
+    cases = pd.concat(found, ignore_index=True) if found else case_inputs(out, [])
+    embeddings = embed_table(cases, model, progress=progress)
+    if missing:
+        embeddings.failures = pd.concat([pd.DataFrame(missing), embeddings.failures], ignore_index=True)
     with atomic_path(out / "cnn_features.parquet") as tmp:
         embeddings.features.to_parquet(tmp, index=False)
     merged = merge_features(table, embeddings.features)

@@ -1,0 +1,404 @@
+"""Training protocols: which patients each fit may see, and the model bundle they produce.
+
+- ``paper`` (Bo, Xiong et al. 2023): the split file (:func:`hematoma.cohort.load_or_make_split`)
+  puts half the patients in cohort 1, which only trains the CNN, and cohort 2 into
+  train and test parts (104/100 in the paper).  The model is fitted on cohort 2's
+  train part only; the test ids are stored in the bundle for ``hematoma evaluate``.
+- ``nested-cv``: repeated stratified nested cross-validation over every labelled
+  patient (:func:`hematoma.evaluation.nested_cv`) gives the estimate; the model
+  saved is then fitted on all of them.  CNN features are left out: the CNN was
+  trained once on cohort 1, and an honest estimate would need it retrained inside
+  every outer fold.
+- ``external``: fit on every labelled patient of one table, test on every labelled
+  patient of another (another hospital's, say); no patient may be in both.
+
+A feature table is ``features.parquet``/``.csv`` written by ``hematoma extract``
+(``patient_id``, meta columns, ``rad_``/``clin_``/``cnn_`` feature columns), given
+as the file or as its OUT folder; the folder's ``extract.json``,
+``cnn_features.json`` and ``split.csv`` tell where the data came from.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+from .storage import sha1_file
+
+ID = "patient_id"
+LABEL = "he"
+FEATURE_FILES = ("features.parquet", "features.csv")
+PROTOCOLS = ("paper", "nested-cv", "external")
+GROUPS = ("rad", "clin", "cnn")
+CLASSIFIER_NAMES = {"auto": "auto", "svm": "svm", "logistic": "logistic", "gbm": "gradient_boosting",
+                    "gradient_boosting": "gradient_boosting"}
+MAX_INNER_FOLDS = 5
+
+
+# --------------------------------------------------------------------------- feature tables
+
+
+@dataclass
+class FeatureSource:
+    """A feature table and the OUT folder it sits in (with that folder's records, where present)."""
+
+    path: Path
+    table: pd.DataFrame
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def record(self, name: str) -> dict | None:
+        """A JSON record of the folder (``extract.json``, ``cnn_features.json``), or None."""
+        try:
+            return json.loads((self.folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def cnn_dir(self) -> Path | None:
+        """The CNN whose embeddings are in the table (``cnn_features.json``), when known."""
+        record = self.record("cnn_features.json")
+        return Path(record["model"]) if record and record.get("model") else None
+
+    def truth_path(self) -> Path | None:
+        """``truth.csv`` beside the manifest the table was extracted from (synthetic cohorts only)."""
+        record = self.record("extract.json")
+        if not record or not record.get("manifest"):
+            return None
+        path = Path(record["manifest"]).parent / "truth.csv"
+        return path if path.is_file() else None
+
+
+def feature_table_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        for name in FEATURE_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise InputError(path, "holds no features.parquet or features.csv (run `hematoma extract` first)")
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    if path.suffix.lower() not in (".csv", ".parquet"):
+        raise InputError(path, "is not a feature table (.csv or .parquet) nor an output folder of `hematoma extract`")
+    return path
+
+
+def read_features(path: str | Path) -> FeatureSource:
+    """Read a feature table (the file, or an OUT folder's, Parquet preferred); ids as text, checked unique."""
+    path = feature_table_path(path)
+    try:
+        table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype={ID: str})
+    except Exception as error:  # noqa: BLE001 - any reader failure means an unreadable table
+        raise InputError(path, f"cannot be read ({str(error).splitlines()[0]})") from None
+    if ID not in table.columns:
+        raise InputError(path, f"has no {ID!r} column")
+    table[ID] = table[ID].astype(str)
+    duplicated = table[ID][table[ID].duplicated()]
+    if len(duplicated):
+        raise InputError(path, f"duplicate patient_id {duplicated.iloc[0]!r}")
+    return FeatureSource(path=path.resolve(), table=table)
+
+
+def parse_groups(groups) -> tuple[str, ...] | None:
+    """``"rad,clin"`` or a sequence -> ``("rad", "clin")``; None/empty -> None (every group present)."""
+    if groups is None:
+        return None
+    items = groups.split(",") if isinstance(groups, str) else list(groups)
+    items = [g.strip() for g in items if g and g.strip()]
+    if not items:
+        return None
+    unknown = [g for g in items if g not in GROUPS]
+    if unknown:
+        raise InputError(None, f"--features: unknown feature group(s) {unknown}; choose from {', '.join(GROUPS)}")
+    return tuple(dict.fromkeys(items))
+
+
+def groups_in(table: pd.DataFrame, groups: tuple[str, ...] | None, where=None) -> tuple[str, ...]:
+    """The groups to use: all present when ``groups`` is None, else those asked (each must be present)."""
+    from .model import feature_columns
+
+    present = tuple(g for g in GROUPS if feature_columns(table, (g,)))
+    if groups is None:
+        if not present:
+            raise InputError(where, "has no rad_, clin_ or cnn_ feature columns")
+        return present
+    absent = [g for g in groups if g not in present]
+    if absent:
+        hint = " (train and embed the CNN first: `hematoma cnn train` / `cnn embed`)" if "cnn" in absent else ""
+        raise InputError(where, f"has no {', '.join(g + '_' for g in absent)} feature columns{hint}")
+    return groups
+
+
+def labelled(table: pd.DataFrame, label: str = LABEL) -> pd.DataFrame:
+    if label not in table.columns:
+        raise InputError(None, f"the feature table has no label column {label!r}")
+    values = pd.to_numeric(table[label], errors="coerce")
+    return table[values.isin([0, 1])].reset_index(drop=True)
+
+
+def inner_folds(y, outer_fraction: float = 1.0) -> int:
+    """Inner CV folds: 5, fewer when the minority class is small (every fold needs a patient of each class)."""
+    counts = np.bincount(np.asarray(y, dtype=int), minlength=2)
+    minority = int(np.floor(counts.min() * outer_fraction))
+    if minority < 2:
+        raise InputError(None, f"too few patients of one class to fit a model ({counts[0]} without HE, {counts[1]} with)")
+    return int(min(MAX_INNER_FOLDS, minority))
+
+
+def training_hash(table: pd.DataFrame, groups, label: str = LABEL) -> str:
+    """Hash of exactly what a fit saw: ids, labels and the feature columns of ``groups``, in row order."""
+    from .model import feature_columns
+    from .model_bundle import table_hash
+
+    columns = [ID, label, *feature_columns(table, groups)]
+    return table_hash(table[columns].reset_index(drop=True))
+
+
+# --------------------------------------------------------------------------- settings and results
+
+
+@dataclass
+class TrainSettings:
+    """How to fit: protocol, label, feature groups, classifier family and search size, seed."""
+
+    protocol: str = "paper"
+    label: str = LABEL
+    groups: tuple[str, ...] | None = None  # None: every group the table has
+    classifier: str = "auto"
+    grid: str = "default"
+    threshold: str = "fixed"
+    seed: int = 0
+    outer_splits: int = 5  # nested-cv
+    repeats: int = 3  # nested-cv
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise InputError(None, f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
+        if self.classifier not in CLASSIFIER_NAMES:
+            raise InputError(None, f"unknown classifier {self.classifier!r}; choose from auto, svm, logistic, gbm")
+        self.groups = parse_groups(self.groups)
+
+    def model_kwargs(self, groups, cv: int) -> dict:
+        return {"classifier": CLASSIFIER_NAMES[self.classifier], "groups": tuple(groups), "grid": self.grid,
+                "threshold": self.threshold, "seed": self.seed, "cv": cv}
+
+
+@dataclass
+class TrainResult:
+    bundle: Path
+    protocol: str
+    groups: tuple[str, ...]
+    train_ids: list[str]
+    test_ids: list[str]
+    summary: dict
+    evaluation: dict | None
+    notes: list[str] = field(default_factory=list)
+
+
+def fit_model(train_table: pd.DataFrame, settings: TrainSettings, groups):
+    """Fit ``build_model`` on the labelled ``train_table`` (one thread per library: see below)."""
+    from threadpoolctl import threadpool_limits
+
+    from .model import build_model, model_inputs
+
+    X, y = model_inputs(train_table, label=settings.label, groups=groups)
+    estimator = build_model(**settings.model_kwargs(groups, inner_folds(y)))
+    # Hundreds of small fits: OpenMP/BLAS thread pools cost more than they give
+    # on ~100 patients, and on a busy machine they make gradient boosting ~10x slower.
+    with threadpool_limits(limits=1):
+        return estimator.fit(X, y)
+
+
+def held_out_summary(estimator, test_table: pd.DataFrame, label: str = LABEL) -> dict:
+    """AUC (DeLong 95 % CI), AP and counts of a fitted model on held-out patients."""
+    from sklearn.metrics import average_precision_score
+
+    from .evaluation.metrics import auc_ci
+    from .model import model_inputs
+
+    X, y = model_inputs(test_table, label=label)
+    if y.nunique() < 2:
+        return {"n": int(len(y)), "n_he": int(y.sum()), "note": "the held-out patients have one class only: no AUC"}
+    probability = estimator.predict_proba(X)[:, 1]
+    interval = auc_ci(y, probability)
+    return {"n": int(len(y)), "n_he": int(y.sum()), "auc": interval["auc"], "auc_lower": interval["lower"],
+            "auc_upper": interval["upper"], "ci": "DeLong 95%", "average_precision": float(average_precision_score(y, probability))}
+
+
+def cnn_patients(source: FeatureSource) -> set[str]:
+    """Patients the table's CNN was trained or validated on (its ``ids.csv``), when known."""
+    cnn_dir = source.cnn_dir
+    if cnn_dir is None or not (cnn_dir / "ids.csv").is_file():
+        return set()
+    return set(pd.read_csv(cnn_dir / "ids.csv", dtype={ID: str})[ID].astype(str))
+
+
+def _provenance(source: FeatureSource, groups) -> dict:
+    extract = source.record("extract.json") or {}
+    info = {"features": str(source.path), "features_sha1": sha1_file(source.path),
+            "extract": extract.get("settings"), "extract_versions": extract.get("versions"), "cnn_model": None}
+    if "cnn" in groups and source.cnn_dir is not None:
+        cnn_dir = source.cnn_dir
+        info["cnn_model"] = str(cnn_dir)
+        settings_path = cnn_dir / "settings.json"
+        if settings_path.is_file():
+            cnn = json.loads(settings_path.read_text(encoding="utf-8"))
+            info["cnn"] = {k: cnn.get(k) for k in ("preset", "weights_requested", "weights_source", "seed", "epochs_run",
+                                                    "best_epoch", "best_validation_accuracy", "model_sha1", "data_sha1",
+                                                    "n_train_patients", "n_validation_patients", "versions")}
+    return info
+
+
+# --------------------------------------------------------------------------- the protocols
+
+
+def train(
+    features: str | Path,
+    out: str | Path,
+    settings: TrainSettings | None = None,
+    *,
+    split: str | Path | None = None,
+    test: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    extra_settings: dict | None = None,
+) -> TrainResult:
+    """Fit a model on ``features`` by ``settings.protocol`` and save it as a bundle at ``out``.
+
+    ``split``: the split file of the ``paper`` protocol (default: ``split.csv``
+    beside the feature table, made there when absent).  ``test``: the other
+    table of the ``external`` protocol.  ``extra_settings`` are stored in the
+    bundle's settings as they are (``hematoma run`` records its fingerprint there).
+    """
+    from .model_bundle import save_model
+    from .storage import refuse_overwrite
+
+    settings = settings or TrainSettings()
+    if test is not None and settings.protocol != "external":
+        raise InputError(None, f"--test is for the external protocol, not {settings.protocol!r}")
+    if settings.protocol == "external" and test is None:
+        raise InputError(None, "the external protocol needs the other table: --test FEATURES")
+    refuse_overwrite(out, overwrite)  # before minutes of fitting
+    source = read_features(features)
+    run = {"paper": _paper, "nested-cv": _nested_cv, "external": _external}[settings.protocol]
+    fitted = run(source, settings, split=split, test=test, progress=progress)
+    record = {
+        **asdict(settings), "groups": list(fitted["groups"]), "protocol": settings.protocol,
+        "inner_cv": fitted["cv"], **_provenance(source, fitted["groups"]),
+        "split": fitted.get("split"), "split_sha1": sha1_file(fitted["split"]) if fitted.get("split") else None,
+        "train_ids": fitted["train_ids"], "test_ids": fitted["test_ids"],
+        "test_features": fitted.get("test_features"), "notes": fitted["notes"], **(extra_settings or {}),
+    }
+    save_model(fitted["estimator"], out, settings=record, train_table_hash=fitted["hash"],
+               evaluation=fitted["evaluation"], overwrite=overwrite)
+    from .model import model_summary
+
+    return TrainResult(bundle=Path(out), protocol=settings.protocol, groups=tuple(fitted["groups"]),
+                       train_ids=fitted["train_ids"], test_ids=fitted["test_ids"],
+                       summary=model_summary(fitted["estimator"]), evaluation=fitted["evaluation"], notes=fitted["notes"])
+
+
+def paper_parts(source: FeatureSource, split_path: Path, seed: int, label: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The split of the table's patients (made and written on first use), and the table with a ``part`` column."""
+    from .cohort import load_or_make_split
+
+    split = load_or_make_split(split_path, source.table, seed=seed, label=label)
+    parts = source.table.merge(split[[ID, "part"]].astype({ID: str}), on=ID, how="left", validate="one_to_one")
+    return split, parts
+
+
+def _paper(source: FeatureSource, settings: TrainSettings, split=None, progress=True, **_) -> dict:
+    split_path = Path(split) if split is not None else source.folder / "split.csv"
+    groups = groups_in(source.table, settings.groups, source.path)
+    _, parts = paper_parts(source, split_path, settings.seed, settings.label)
+    notes = []
+    train_all, test_all = parts[parts["part"] == "train"], parts[parts["part"] == "test"]
+    train_table, test_table = labelled(train_all, settings.label), labelled(test_all, settings.label)
+    for name, everyone, kept in (("train", train_all, train_table), ("test", test_all, test_table)):
+        if len(kept) < len(everyone):
+            notes.append(f"{len(everyone) - len(kept)} {name} patient(s) without an HE label left out")
+    if "cnn" in groups:
+        overlap = cnn_patients(source) & (set(train_table[ID]) | set(test_table[ID]))
+        if overlap:
+            raise InputError(split_path, f"{len(overlap)} patient(s) of cohort 2 (e.g. {sorted(overlap)[0]!r}) were used "
+                                         "to train the CNN: use the split the CNN was trained with")
+    estimator = fit_model(train_table, settings, groups)
+    evaluation = {"protocol": "paper", "test": held_out_summary(estimator, test_table, settings.label)}
+    return {"estimator": estimator, "groups": groups, "cv": estimator_cv(estimator), "split": str(split_path.resolve()),
+            "train_ids": train_table[ID].tolist(), "test_ids": test_table[ID].tolist(),
+            "hash": training_hash(train_table, groups, settings.label), "evaluation": evaluation, "notes": notes}
+
+
+def _nested_cv(source: FeatureSource, settings: TrainSettings, progress=True, **_) -> dict:
+    from .evaluation import nested_cv
+    from .evaluation.validation import CNN_NOTE
+
+    groups = groups_in(source.table, settings.groups, source.path)
+    notes = []
+    if "cnn" in groups:
+        notes.append(CNN_NOTE)
+        groups = tuple(g for g in groups if g != "cnn")
+        if not groups:
+            raise InputError(None, "nested cross-validation cannot use CNN features alone (" + CNN_NOTE + ")")
+    table = labelled(source.table, settings.label)
+    if len(table) < len(source.table):
+        notes.append(f"{len(source.table) - len(table)} patient(s) without an HE label left out")
+    table = table.drop(columns=[c for c in table.columns if c.startswith("cnn_")])
+    y = table[settings.label].astype(int)
+    outer = int(min(settings.outer_splits, np.bincount(y, minlength=2).min()))
+    if outer < 2:
+        raise InputError(source.path, "nested cross-validation needs at least 2 patients of each class")
+    kwargs = settings.model_kwargs(groups, inner_folds(y, (outer - 1) / outer))
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        estimate = nested_cv(table, kwargs, outer_splits=outer, repeats=settings.repeats, seed=settings.seed,
+                             label=settings.label, progress=progress)
+    notes.extend(n for n in estimate.get("notes", []) if n not in notes)
+    estimator = fit_model(table, settings, groups)
+    return {"estimator": estimator, "groups": groups, "cv": estimator_cv(estimator), "train_ids": table[ID].tolist(),
+            "test_ids": [], "hash": training_hash(table, groups, settings.label),
+            "evaluation": {"protocol": "nested-cv", "nested_cv": estimate}, "notes": notes}
+
+
+def _external(source: FeatureSource, settings: TrainSettings, test=None, progress=True, **_) -> dict:
+    from .model_bundle import check_columns
+
+    other = read_features(test)
+    groups = groups_in(source.table, settings.groups, source.path)
+    notes = []
+    train_table = labelled(source.table, settings.label)
+    if "cnn" in groups:
+        # Patients the CNN learnt from have features fitted to their labels: keep them out of the model's fit too.
+        trained = cnn_patients(source)
+        if trained & set(train_table[ID]):
+            notes.append(f"{len(trained & set(train_table[ID]))} patient(s) the CNN was trained on left out of the fit")
+            train_table = train_table[~train_table[ID].isin(trained)].reset_index(drop=True)
+    test_table = labelled(other.table, settings.label)
+    shared = set(train_table[ID]) & set(test_table[ID])
+    if shared:
+        raise InputError(other.path, f"{len(shared)} patient id(s) (e.g. {sorted(shared)[0]!r}) are in both tables: "
+                                     "an external test needs other patients")
+    from .model import feature_columns
+
+    check_columns(feature_columns(train_table, groups), test_table.columns, other.path)
+    estimator = fit_model(train_table, settings, groups)
+    evaluation = {"protocol": "external", "test": held_out_summary(estimator, test_table, settings.label),
+                  "test_features": str(other.path)}
+    return {"estimator": estimator, "groups": groups, "cv": estimator_cv(estimator), "train_ids": train_table[ID].tolist(),
+            "test_ids": test_table[ID].tolist(), "test_features": str(other.path),
+            "hash": training_hash(train_table, groups, settings.label), "evaluation": evaluation, "notes": notes}
+
+
+def estimator_cv(estimator) -> int | None:
+    """The inner CV folds the fitted search used."""
+    search = getattr(estimator, "estimator_", estimator)  # TunedThresholdClassifierCV wraps the search
+    cv = getattr(search, "cv", None)
+    return int(getattr(cv, "n_splits", cv)) if cv is not None else None
