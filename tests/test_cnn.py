@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
 
 import numpy as np
@@ -305,3 +304,22 @@ def test_cli_embeds_all_patients_merged_by_id_and_a_rerun_replaces(output_folder
     result = runner.invoke(app, ["cnn", "embed", str(output_folder), "--model", str(cnn_dir),
                                  "--window-width", "120"])
     assert isinstance(result.exception, InputError) and "window_width" in str(result.exception)
+
+
+def test_cli_train_refuses_before_any_work(output_folder, trained):
+    import typer
+    from typer.testing import CliRunner
+
+    from hematoma.commands import cnn
+
+    _, cnn_dir = trained
+    app = typer.Typer()
+    cnn.register(app)
+    app.command("noop")(lambda: None)
+    runner = CliRunner()
+    result = runner.invoke(app, ["cnn", "train", str(output_folder), "--out", str(cnn_dir), "--weights", "none"])
+    assert isinstance(result.exception, InputError) and "--overwrite" in str(result.exception)
+    result = runner.invoke(app, ["cnn", "train", str(output_folder), "--out", str(cnn_dir.parent / "new"),
+                                 "--preset", "slow"])
+    assert isinstance(result.exception, InputError) and "unknown preset" in str(result.exception)
+    assert not (cnn_dir.parent / "new").exists()

@@ -1,75 +1,309 @@
-"""The protocols end to end, so that `hematoma demo` / `run` are one Python call."""
+"""The paper's protocol end to end, so that ``hematoma run`` and ``hematoma demo`` are one call.
+
+Stages, each in OUT and each skipped on a rerun when what it depends on is unchanged:
+
+==========  ===========================================================  ==================================
+stage       writes                                                       skipped when
+==========  ===========================================================  ==================================
+extract     ``cases/<id>/``, ``features.*``, ``extract.json``            per case: inputs' and settings' hashes
+split       ``split.csv`` (cohort 1 = CNN, cohort 2 = train / test)      it exists (same patients)
+cnn         ``cnn/`` (warm-up trained on cohort 1 only)                  same cohort-1 data, preset, weights, seed
+embed       ``cnn_features.parquet``, ``cnn_`` columns in ``features.*``  same CNN weights and cases
+train       ``model/`` (fitted on cohort 2's train part only)            same feature table, split and settings
+evaluate    ``report/`` (report.html, metrics.json, PNGs)                same model, table and truth
+==========  ===========================================================  ==================================
+
+``run.json`` records each stage's outcome, time and fingerprint.  ``cnn`` and
+``embed`` run only when the CNN feature group is asked for.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.console import Console
 
-from .cohort import load_manifest
-from .storage import atomic_path, write_json
-from .volume import DEFAULT_DEFINITION, label_expansion, mask_volume_ml
+from .errors import InputError
+from .parallel import fingerprint
+from .protocols import ID, LABEL, GROUPS, TrainSettings, parse_groups
+from .storage import atomic_path, sha1_file, write_json
 
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn()
-    )
-
-
-def label_cohort(manifest_path: str | Path, definition: str = DEFAULT_DEFINITION) -> pd.DataFrame:
-    """Volumes (mL) of both masks and the HE label for every patient that has them."""
-    from .io import read_image, read_mask
-
-    manifest = load_manifest(manifest_path)
-    rows = []
-    with _progress() as progress:
-        task = progress.add_task("volumes", total=len(manifest.table))
-        for case in manifest.table.itertuples(index=False):
-            row = {"patient_id": case.patient_id}
-            for scan in ("baseline", "followup"):
-                mask_path = getattr(case, f"{scan}_mask", None)
-                ct_path = getattr(case, f"{scan}_ct", None)
-                if isinstance(mask_path, str):
-                    reference = read_image(ct_path) if isinstance(ct_path, str) else None
-                    mask = read_mask(mask_path, reference=reference, reference_path=ct_path)
-                    row[f"{scan}_volume_ml"] = mask_volume_ml(mask)
-            if "baseline_volume_ml" in row and "followup_volume_ml" in row:
-                row["he"] = int(label_expansion(row["baseline_volume_ml"], row["followup_volume_ml"], definition))
-            rows.append(row)
-            progress.advance(task)
-    return pd.DataFrame(rows)
+RUN_RECORD = "run.json"
+DEMO_PATIENTS = 140
+DEMO_SIZE = "small"
 
 
 @dataclass
-class DemoResult:
+class RunSettings:
+    """Everything ``hematoma run`` lets a user choose."""
+
+    workers: int | None = None
+    scheduler: str | None = None
+    groups: tuple[str, ...] = GROUPS
+    classifier: str = "auto"
+    grid: str = "default"
+    seed: int = 0
+    cnn_preset: str = "paper"
+    cnn_weights: str = "auto"
+    cnn_epochs: int | None = None  # overrides the preset's
+    device: str = "auto"
+    definition: str | None = None  # HE definition (None: the default)
+    segmentation_model: str | None = None
+    radiomics_params: str | None = None
+
+    def __post_init__(self):
+        self.groups = parse_groups(self.groups) or GROUPS
+        TrainSettings(classifier=self.classifier, groups=self.groups)  # fail on a bad choice before any work
+
+
+@dataclass
+class RunResult:
     out: Path
-    labels: pd.DataFrame
-    summary: dict
+    report: Path
+    metrics: dict
+    stages: dict = field(default_factory=dict)
+
+    @property
+    def test_auc(self) -> dict:
+        return self.metrics["model"]["auc_ci"]["delong"]
+
+    @property
+    def oracle_auc(self) -> dict | None:
+        oracle = self.metrics.get("oracle")
+        return oracle["auc"] if oracle else None
 
 
-def run_demo(out: str | Path, patients: int = 40, seed: int = 0, size: str = "small") -> DemoResult:
-    """Synthetic cohort -> volumes and HE labels from its masks -> a short summary."""
-    from sklearn.metrics import roc_auc_score
+class _Stages:
+    """Runs stages, timing them and recording outcome + fingerprint in ``run.json`` after each."""
 
+    def __init__(self, out: Path, console: Console):
+        self.path = out / RUN_RECORD
+        self.console = console
+        try:
+            self.previous = json.loads(self.path.read_text(encoding="utf-8")).get("stages", {})
+        except (OSError, ValueError):
+            self.previous = {}
+        self.record: dict = {}
+
+    def fingerprint_of(self, name: str) -> str | None:
+        return (self.previous.get(name) or {}).get("fingerprint")
+
+    def done(self, name: str, status: str, seconds: float, print_line: str = "", **extra) -> None:
+        self.record[name] = {"status": status, "seconds": round(seconds, 3), **extra}
+        self.console.print(f"[bold]{name}[/]: {status} ({seconds:.1f} s){'; ' + print_line if print_line else ''}",
+                           highlight=False)
+        write_json(self.path, {"stages": {**self.previous, **self.record}})
+
+
+def run_protocol(manifest: str | Path, out: str | Path, settings: RunSettings | None = None,
+                 progress: bool = True, console: Console | None = None) -> RunResult:
+    """Extract -> split -> CNN on cohort 1 -> embed -> train on cohort 2's train part -> evaluate on its test part."""
+    settings = settings or RunSettings()
+    console = console or Console(stderr=True)
+    manifest = Path(manifest).resolve()  # case.json must hold absolute paths whatever the current folder
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    stages = _Stages(out, console)
+
+    start = time.perf_counter()
+    table = _extract(manifest, out, settings, progress, console)
+    counts = table.attrs["counts"]
+    stages.done("extract", "done", time.perf_counter() - start,
+                f"{counts['done']} computed, {counts['skipped']} unchanged, {counts['failed']} failed", counts=counts)
+
+    from .cohort import load_or_make_split
+
+    start = time.perf_counter()
+    existed = (out / "split.csv").exists()
+    split = load_or_make_split(out / "split.csv", table, seed=settings.seed, label=LABEL)
+    sizes = split["part"].value_counts().to_dict()
+    stages.done("split", "skipped (exists)" if existed else "done", time.perf_counter() - start,
+                ", ".join(f"{part} {sizes.get(part, 0)}" for part in ("cnn", "train", "test")), sizes=sizes)
+
+    if "cnn" in settings.groups:
+        _cnn(out, settings, stages, progress)
+        _embed(out, table, stages, progress)
+
+    model_dir, model_status = _train(out, settings, stages, progress)
+    report, metrics = _evaluate(out, model_dir, stages)
+    return RunResult(out=out, report=report, metrics=metrics, stages=stages.record)
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def _extract(manifest: Path, out: Path, settings: RunSettings, progress: bool, console) -> pd.DataFrame:
+    from .extraction import extract_cohort
+
+    kwargs = {"definition": settings.definition} if settings.definition else {}
+    result = extract_cohort(manifest, out, workers=settings.workers, scheduler=settings.scheduler,
+                            radiomics_params=settings.radiomics_params, segmentation_model=settings.segmentation_model,
+                            show_progress=progress, console=console, **kwargs)
+    table = result.table
+    table.attrs["counts"] = result.counts
+    return table
+
+
+def _cnn_cases(out: Path) -> pd.DataFrame:
+    """Cohort 1's labelled patients with their image paths, as ``train_cnn`` selects them."""
+    from .features.deep.cases import case_inputs
+    from .protocols import read_features
+
+    table = read_features(out).table
+    split = pd.read_csv(out / "split.csv", dtype={ID: str})
+    cohort1 = set(split.loc[split["part"] == "cnn", ID])
+    chosen = table.loc[table[ID].isin(cohort1) & table[LABEL].notna(), [ID, LABEL]]
+    return chosen.merge(case_inputs(out, chosen[ID]), on=ID, validate="one_to_one")
+
+
+def _cnn(out: Path, settings: RunSettings, stages: _Stages, progress: bool) -> None:
+    from .features.deep import preset, train_cnn
+    from .features.deep.cases import data_sha1
+
+    start = time.perf_counter()
+    cnn_dir = out / "cnn"
+    training = preset(settings.cnn_preset, epochs=settings.cnn_epochs).to_dict()
+    data = data_sha1(_cnn_cases(out))
+    try:
+        previous = json.loads((cnn_dir / "settings.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = None
+    weights = str(settings.cnn_weights)
+    if (previous and (cnn_dir / "model.safetensors").is_file() and previous.get("data_sha1") == data
+            and _same(previous.get("training"), training) and previous.get("weights_requested") == weights
+            and previous.get("seed") == settings.seed):
+        stages.done("cnn", "skipped (trained on the same cohort 1 with the same settings)", time.perf_counter() - start,
+                    model_sha1=previous.get("model_sha1"))
+        return
+    result = train_cnn(out, cnn_dir, preset_name=settings.cnn_preset, weights=weights, seed=settings.seed,
+                       device=settings.device, overwrite=True, progress=progress, epochs=settings.cnn_epochs)
+    best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
+    stages.done("cnn", "done", time.perf_counter() - start,
+                f"{len(result.history)} epoch(s), weights {result.weights_source}, best validation accuracy "
+                f"{best['validation_accuracy']:.3f}", weights_source=result.weights_source)
+
+
+def _same(a, b) -> bool:
+    # JSON turns tuples into lists: compare as JSON.
+    return json.dumps(a, sort_keys=True, default=list) == json.dumps(b, sort_keys=True, default=list)
+
+
+def _case_fingerprints(out: Path, ids) -> dict[str, str | None]:
+    prints = {}
+    for pid in ids:
+        try:
+            prints[pid] = json.loads((out / "cases" / pid / "case.json").read_text(encoding="utf-8")).get("fingerprint")
+        except (OSError, ValueError):
+            prints[pid] = None
+    return prints
+
+
+def _embed(out: Path, table: pd.DataFrame, stages: _Stages, progress: bool) -> None:
+    """CNN features of every patient, merged into ``features.*`` (from cache when CNN and cases are unchanged)."""
+    from .features.deep import embed_output, merge_features
+
+    start = time.perf_counter()
+    model_sha1 = json.loads((out / "cnn" / "settings.json").read_text(encoding="utf-8")).get("model_sha1")
+    ids = sorted(table[ID].astype(str))
+    key = fingerprint(model_sha1, _case_fingerprints(out, ids))
+    cached = out / "cnn_features.parquet"
+    if stages.fingerprint_of("embed") == key and cached.is_file():
+        features = pd.read_parquet(cached)
+        if sorted(features[ID].astype(str)) == ids:
+            # extract rewrote features.* without cnn_ columns: put the cached ones back.
+            merged = merge_features(table, features.astype({ID: str}))
+            _write_features(out, merged)
+            stages.done("embed", "skipped (same CNN and cases; cached features merged)", time.perf_counter() - start,
+                        fingerprint=key)
+            return
+    embeddings = embed_output(out, out / "cnn", progress=progress)
+    stages.done("embed", "done", time.perf_counter() - start, f"{len(embeddings.failures)} failed",
+                fingerprint=key)
+
+
+def _write_features(out: Path, table: pd.DataFrame) -> None:
+    with atomic_path(out / "features.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    with atomic_path(out / "features.csv") as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def _train(out: Path, settings: RunSettings, stages: _Stages, progress: bool) -> tuple[Path, str]:
+    from .model_bundle import table_hash
+    from .protocols import read_features, train
+
+    start = time.perf_counter()
+    model_dir = out / "model"
+    train_settings = TrainSettings(protocol="paper", groups=settings.groups, classifier=settings.classifier,
+                                   grid=settings.grid, seed=settings.seed)
+    table = read_features(out).table
+    key = fingerprint(table_hash(table), sha1_file(out / "split.csv"), asdict(train_settings))
+    try:
+        recorded = json.loads((model_dir / "bundle.json").read_text(encoding="utf-8"))["settings"].get("run_fingerprint")
+    except (OSError, ValueError, KeyError):
+        recorded = None
+    if recorded == key and (model_dir / "model.skops").is_file():
+        stages.done("train", "skipped (same features, split and settings)", time.perf_counter() - start, fingerprint=key)
+        return model_dir, "skipped"
+    result = train(out, model_dir, train_settings, overwrite=True, progress=progress,
+                   extra_settings={"run_fingerprint": key})
+    test = (result.evaluation or {}).get("test") or {}
+    stages.done("train", "done", time.perf_counter() - start,
+                f"{result.summary['classifier']} on {len(result.train_ids)} patients, k={result.summary['k']}",
+                fingerprint=key, test_auc=test.get("auc"))
+    return model_dir, "done"
+
+
+def _evaluate(out: Path, model_dir: Path, stages: _Stages) -> tuple[Path, dict]:
+    from .assessment import assess
+    from .model_bundle import table_hash
+    from .protocols import read_features
+    from .report.build import write_report_folder
+
+    start = time.perf_counter()
+    report_dir = out / "report"
+    source = read_features(out)
+    truth = source.truth_path()
+    key = fingerprint(sha1_file(model_dir / "model.skops"), table_hash(source.table),
+                      sha1_file(truth) if truth else None, sha1_file(out / "split.csv"))
+    try:
+        metrics = json.loads((report_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        metrics = None
+    if metrics and metrics.get("fingerprint") == key and (report_dir / "report.html").is_file():
+        stages.done("evaluate", "skipped (same model, features and truth)", time.perf_counter() - start, fingerprint=key)
+        return report_dir / "report.html", metrics
+    assessment = assess(model_dir, out)
+    folder = write_report_folder(assessment, report_dir, extra={"fingerprint": key})
+    metrics = json.loads(folder.metrics.read_text(encoding="utf-8"))
+    auc = metrics["model"]["auc_ci"]["delong"]
+    stages.done("evaluate", "done", time.perf_counter() - start,
+                f"test AUC {auc['auc']:.3f} ({auc['lower']:.3f}-{auc['upper']:.3f})", fingerprint=key)
+    return folder.html, metrics
+
+
+# --------------------------------------------------------------------------- the demo
+
+
+def run_demo(out: str | Path = "hematoma-demo", patients: int = DEMO_PATIENTS, seed: int = 0, size: str = DEMO_SIZE,
+             workers: int | None = None, settings: RunSettings | None = None, progress: bool = True,
+             console: Console | None = None) -> RunResult:
+    """``hematoma run`` on a synthetic cohort written to ``OUT/cohort`` (fast CNN preset, small search grid)."""
+    from .parallel import default_workers
     from .synthetic import generate_cohort
 
     out = Path(out)
-    cohort_dir = out / "cohort"
-    generate_cohort(cohort_dir, patients, seed=seed, size=size)
-    labels = label_cohort(cohort_dir / "manifest.csv")
-    truth = pd.read_csv(cohort_dir / "truth.csv", dtype={"patient_id": str})
-    merged = labels.merge(truth[["patient_id", "true_p", "he"]].rename(columns={"he": "true_he"}), on="patient_id")
-    with atomic_path(out / "labels.csv") as tmp:
-        labels.to_csv(tmp, index=False)
-    summary = {
-        "patients": int(len(labels)),
-        "he_rate": float(labels["he"].mean()),
-        "median_baseline_ml": float(labels["baseline_volume_ml"].median()),
-        "labels_match_truth": float((merged["he"] == merged["true_he"]).mean()),
-        "oracle_auc": float(roc_auc_score(merged["he"], merged["true_p"])) if merged["he"].nunique() == 2 else None,
-    }
-    write_json(out / "summary.json", summary)
-    return DemoResult(out=out, labels=labels, summary=summary)
+    console = console or Console(stderr=True)
+    workers = workers or default_workers()
+    start = time.perf_counter()
+    summary = generate_cohort(out / "cohort", patients, seed=seed, size=size, workers=workers, progress=progress)
+    console.print(f"[bold]synthetic cohort[/]: {summary['generated']} generated, {summary['skipped']} already there "
+                  f"({time.perf_counter() - start:.1f} s); HE rate {summary['he_rate']:.2f}", highlight=False)
+    settings = settings or RunSettings(workers=workers, cnn_preset="fast", grid="small", seed=seed)
+    return run_protocol(out / "cohort" / "manifest.csv", out, settings, progress=progress, console=console)

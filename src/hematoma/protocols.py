@@ -143,12 +143,19 @@ def labelled(table: pd.DataFrame, label: str = LABEL) -> pd.DataFrame:
     return table[values.isin([0, 1])].reset_index(drop=True)
 
 
-def inner_folds(y, outer_fraction: float = 1.0) -> int:
-    """Inner CV folds: 5, fewer when the minority class is small (every fold needs a patient of each class)."""
+def inner_folds(y, outer_fraction: float = 1.0, classifier: str = "auto") -> int:
+    """Inner CV folds: 5, fewer when the minority class is small (every fold needs a patient of each class).
+
+    The SVM calibrates its probabilities by a further CV inside each inner
+    training fold, so it needs 2 minority patients there: at least 3 in all.
+    """
     counts = np.bincount(np.asarray(y, dtype=int), minlength=2)
     minority = int(np.floor(counts.min() * outer_fraction))
-    if minority < 2:
-        raise InputError(None, f"too few patients of one class to fit a model ({counts[0]} without HE, {counts[1]} with)")
+    needed = 3 if classifier in ("auto", "svm") else 2
+    if minority < needed:
+        hint = " (or --classifier logistic / gbm, which need 2)" if needed == 3 else ""
+        raise InputError(None, f"too few patients of one class to fit a model: {counts[0]} without HE and {counts[1]} "
+                               f"with HE; the {classifier} classifier needs at least {needed} of each{hint}")
     return int(min(MAX_INNER_FOLDS, minority))
 
 
@@ -209,7 +216,7 @@ def fit_model(train_table: pd.DataFrame, settings: TrainSettings, groups):
     from .model import build_model, model_inputs
 
     X, y = model_inputs(train_table, label=settings.label, groups=groups)
-    estimator = build_model(**settings.model_kwargs(groups, inner_folds(y)))
+    estimator = build_model(**settings.model_kwargs(groups, inner_folds(y, classifier=settings.classifier)))
     # Hundreds of small fits: OpenMP/BLAS thread pools cost more than they give
     # on ~100 patients, and on a busy machine they make gradient boosting ~10x slower.
     with threadpool_limits(limits=1):
@@ -355,7 +362,7 @@ def _nested_cv(source: FeatureSource, settings: TrainSettings, progress=True, **
     outer = int(min(settings.outer_splits, np.bincount(y, minlength=2).min()))
     if outer < 2:
         raise InputError(source.path, "nested cross-validation needs at least 2 patients of each class")
-    kwargs = settings.model_kwargs(groups, inner_folds(y, (outer - 1) / outer))
+    kwargs = settings.model_kwargs(groups, inner_folds(y, (outer - 1) / outer, settings.classifier))
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):

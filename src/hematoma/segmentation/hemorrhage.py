@@ -68,9 +68,9 @@ SATELLITE_MM = 10.0
 #: The delineated edge lies at most this far (in plane) from the candidates.
 GROWTH_MM = 4.0
 #: Where between the surrounding tissue's HU (0) and the clot's (1) its edge lies (half maximum).
-EDGE_FRACTION = 0.5
+EDGE_FRACTION = 0.4
 #: Bounds of the half-way edge threshold (HU): never below grey matter, never above typical clot.
-EDGE_HU_BOUNDS = (42.0, 55.0)
+EDGE_HU_BOUNDS = (40.0, 55.0)
 #: Shell around the candidates whose median is "the tissue around" the hematoma.
 SURROUND_MM = (2.0, 6.0)
 CLOSING_MM = 1.0

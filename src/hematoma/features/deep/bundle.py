@@ -130,6 +130,7 @@ def plot_curves(history, path: Path) -> None:
     """Loss and accuracy per epoch, training vs validation (matplotlib, no GUI backend)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(9, 3.6), layout="constrained")
     FigureCanvasAgg(figure)
@@ -137,6 +138,7 @@ def plot_curves(history, path: Path) -> None:
         for part, style in (("train", "-o"), ("validation", "-s")):
             axis.plot(history["epoch"], history[f"{part}_{measure}"], style, label=part, markersize=4)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel(measure)
         axis.grid(alpha=0.3)
         axis.legend()

@@ -1,0 +1,171 @@
+"""`hematoma train`, `evaluate`, `predict` and `run`: the model, its report, one patient, the whole protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True)
+
+_FEATURES_HELP = "Feature groups: comma-separated of rad, clin, cnn (default: every group the table has)."
+_TABLE_HELP = "features.csv/.parquet, or the OUT folder of `hematoma extract` / `hematoma run`."
+
+
+def _ci(entry: dict) -> str:
+    return f"{entry['auc']:.3f} (95% CI {entry['lower']:.3f}-{entry['upper']:.3f})"
+
+
+def train(
+    features: Path = typer.Argument(..., help=_TABLE_HELP),
+    out: Path = typer.Option(..., "--out", help="Model bundle folder to write."),
+    label: str = typer.Option("he", "--label", help="Label column (0/1)."),
+    protocol: Optional[str] = typer.Option(
+        None, "--protocol",
+        help="paper (fit on cohort 2's train part; default), nested-cv (repeated nested CV over every patient, "
+             "then fit on all), external (implied by --test)."),
+    feature_groups: Optional[str] = typer.Option(None, "--features", help=_FEATURES_HELP),
+    split: Optional[Path] = typer.Option(None, "--split", help="Split file (default: split.csv beside the table; made when absent)."),
+    test: Optional[Path] = typer.Option(None, "--test", help="External validation: fit on FEATURES, test on this other table."),
+    classifier: str = typer.Option("auto", "--classifier", help="auto (best of the three by inner CV AUC), svm, logistic or gbm."),
+    grid: str = typer.Option("default", "--grid", help="Hyper-parameter grid size: small, default or wide."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split (when made) and of every fit."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --out."),
+) -> None:
+    """Fit the model on FEATURES by a protocol and save it as a bundle (no test patient reaches any fit)."""
+    from ..protocols import TrainSettings
+    from ..protocols import train as train_model
+
+    protocol = protocol or ("external" if test is not None else "paper")
+    settings = TrainSettings(protocol=protocol, label=label, groups=feature_groups, classifier=classifier, grid=grid,
+                             seed=seed)
+    result = train_model(features, out, settings, split=split, test=test, overwrite=overwrite, progress=True)
+    summary = result.summary
+    console.print(f"{protocol} protocol: fitted on {len(result.train_ids)} patients with {', '.join(result.groups)} "
+                  f"features; chose {summary['classifier']} with k={summary['k']} "
+                  f"(inner CV AUC {summary.get('inner_cv_auc', float('nan')):.3f})", highlight=False)
+    evaluation = result.evaluation or {}
+    held_out = evaluation.get("test") or {}
+    if held_out.get("auc") is not None:
+        where = "external test table" if protocol == "external" else "held-out test part"
+        console.print(f"{where}: {held_out['n']} patients ({held_out['n_he']} HE), AUC {held_out['auc']:.3f} "
+                      f"(95% CI {held_out['auc_lower']:.3f}-{held_out['auc_upper']:.3f}), AP {held_out['average_precision']:.3f}",
+                      highlight=False)
+    nested = evaluation.get("nested_cv")
+    if nested:
+        console.print(f"nested CV ({nested['repeats']} x {nested['outer_splits']} folds): AUC {nested['mean']:.3f} "
+                      f"± {nested['sd']:.3f}", highlight=False)
+    for note in result.notes:
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    if protocol == "paper":
+        console.print(f"test ids stored in the bundle; full report: hematoma evaluate {escape(str(out))} "
+                      f"{escape(str(features))} --out REPORT_DIR", highlight=False)
+    console.print(f"model: {escape(str(Path(out).resolve()))}", highlight=False)
+
+
+def evaluate(
+    model: Path = typer.Argument(..., help="Model bundle folder (from `hematoma train` or `run`)."),
+    features: Path = typer.Argument(..., help=_TABLE_HELP),
+    out: Path = typer.Option(..., "--out", help="Report folder: metrics.json, PNG figures, report.html."),
+    external: bool = typer.Option(False, "--external", help="Evaluate on every labelled row of FEATURES (another table)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a report already in --out."),
+) -> None:
+    """Evaluate MODEL on its test patients in FEATURES (or on all of an external table); write the report."""
+    from ..assessment import evaluate as evaluate_model
+
+    assessment, folder = evaluate_model(model, features, out, external=external, overwrite=overwrite, progress=True)
+    console.print(f"{assessment.model_name} model on {len(assessment.y)} test patients: AUC "
+                  f"{_ci(assessment.metrics['auc_ci']['delong'])}, AP {assessment.metrics['average_precision']:.3f}",
+                  highlight=False)
+    if assessment.oracle:
+        console.print(f"oracle AUC (synthetic truth, same patients): {_ci(assessment.oracle['auc'])}", highlight=False)
+    console.print(f"report: {escape(str(folder.html.resolve()))}", highlight=False)
+
+
+def predict(
+    model: Path = typer.Argument(..., help="Model bundle folder."),
+    ct: Path = typer.Option(..., "--ct", help="Admission CT (NIfTI, NRRD, MHA, DICOM folder or file)."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="Hematoma mask (default: segmented from the CT)."),
+    clinical: Optional[Path] = typer.Option(None, "--clinical", help="Clinical CSV (patient_id + variables)."),
+    patient_id: Optional[str] = typer.Option(None, "--patient-id", help="Row of --clinical to use, and the name in outputs."),
+    set_values: List[str] = typer.Option([], "--set", help="A clinical value, name=value (repeatable), e.g. --set age=70."),
+    overlay: Optional[Path] = typer.Option(None, "--overlay", help="Overlay PNG to write (default: <CT name>_overlay.png here)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also write a one-patient HTML report here."),
+    segmentation_model: Optional[Path] = typer.Option(None, "--segmentation-model", help="Trained segmenter folder."),
+    cnn_model: Optional[Path] = typer.Option(None, "--cnn-model", help="The CNN the model was trained with (default: recorded in the bundle)."),
+    device: str = typer.Option("cpu", "--device", help="Device for the CNN: cpu, cuda or auto."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --overlay / --report files."),
+) -> None:
+    """Predict hematoma expansion for one patient: probability, class, overlay figure (and a report)."""
+    from ..prediction import Predictor, _stem, clinical_from_file, clinical_from_pairs, write_overlay, write_patient_report
+    from ..storage import refuse_overwrite
+
+    if clinical is not None and set_values:
+        raise typer.BadParameter("give either --clinical or --set, not both")
+    overlay = overlay or Path(f"{_stem(ct)}_overlay.png")
+    refuse_overwrite(overlay, overwrite)
+    if report is not None:
+        refuse_overwrite(report, overwrite)
+    predictor = Predictor.load(model, cnn_model=cnn_model, segmentation_model=segmentation_model, device=device)
+    columns = predictor.bundle.feature_columns
+    table = None
+    if clinical is not None:
+        table = clinical_from_file(clinical, patient_id, model_columns=columns)
+    elif set_values:
+        table = clinical_from_pairs(set_values, patient_id or _stem(ct), model_columns=columns)
+    prediction = predictor.predict(ct, mask=mask, clinical=table, patient_id=patient_id)
+    console.print(f"{escape(prediction.patient_id)}: probability of HE {prediction.probability:.3f} -> "
+                  f"{prediction.label} (threshold {prediction.threshold:.2f}); hematoma {prediction.volume_ml:.1f} mL "
+                  f"({'given mask' if mask is not None else 'segmented'})", highlight=False)
+    if prediction.missing_clinical:
+        err_console.print(f"[yellow]note:[/] not given, imputed by the model: {', '.join(prediction.missing_clinical)}",
+                          highlight=False, soft_wrap=True)
+    write_overlay(prediction, overlay, overwrite=overwrite)
+    console.print(f"overlay: {escape(str(overlay.resolve()))}", highlight=False)
+    if report is not None:
+        write_patient_report(prediction, report, overlay, predictor, overwrite=overwrite)
+        console.print(f"report: {escape(str(report.resolve()))}", highlight=False)
+
+
+def run(
+    manifest: Path = typer.Argument(..., help="Manifest CSV (one row per patient; paths relative to it)."),
+    out: Path = typer.Option(..., "--out", help="Output folder; a rerun resumes, skipping finished stages and cases."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Local worker processes for extraction (default: the cores)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address or scheduler file for extraction."),
+    cnn_preset: str = typer.Option("paper", "--cnn-preset", help="CNN training: paper (the paper's settings) or fast (CPU)."),
+    cnn_weights: str = typer.Option("auto", "--cnn-weights", help="auto, imagenet, none, or a state-dict file."),
+    cnn_epochs: Optional[int] = typer.Option(None, "--cnn-epochs", min=1, help="Override the preset's epochs."),
+    device: str = typer.Option("auto", "--device", help="Device for the CNN: auto, cpu, cuda, cuda:N."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split, the CNN and every fit."),
+    feature_groups: str = typer.Option("rad,clin,cnn", "--features", help="Feature groups of the model: rad, clin, cnn."),
+    classifier: str = typer.Option("auto", "--classifier", help="auto, svm, logistic or gbm."),
+    grid: str = typer.Option("default", "--grid", help="Hyper-parameter grid size: small, default or wide."),
+) -> None:
+    """The paper's protocol end to end: extract, CNN on cohort 1, embed, train, evaluate, report."""
+    from ..pipeline import RunSettings, run_protocol
+
+    settings = RunSettings(workers=workers, scheduler=scheduler, groups=feature_groups, classifier=classifier, grid=grid,
+                           seed=seed, cnn_preset=cnn_preset, cnn_weights=cnn_weights, cnn_epochs=cnn_epochs, device=device)
+    result = run_protocol(manifest, out, settings, console=err_console)
+    print_result(result)
+
+
+def print_result(result) -> None:
+    name = result.metrics.get("model_name", "model")
+    console.print(f"{name} model, test AUC {_ci(result.test_auc)} on {result.metrics['model']['n']} patients",
+                  highlight=False)
+    if result.oracle_auc:
+        console.print(f"oracle AUC (synthetic truth, same patients, reference only): {_ci(result.oracle_auc)}",
+                      highlight=False)
+    console.print(f"report: {escape(str(result.report))}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)
+    app.command()(evaluate)
+    app.command()(predict)
+    app.command()(run)
