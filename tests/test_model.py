@@ -10,16 +10,19 @@ import pandas as pd
 import pytest
 import skops.io as sio
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.datasets import make_classification
+from sklearn.svm import SVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
 from hematoma.errors import InputError
+from hematoma.model import _pipelines  # noqa: PLC2701  (checks fit_model cleans up)
 from hematoma.model import (
     FEATURE_SETS,
     CappedSelectKBest,
     FeatureGroupSelector,
-    PlattSVC,
+    FitCache,
     build_model,
     decision_threshold,
     feature_columns,
@@ -71,7 +74,8 @@ def table():
 @pytest.fixture(scope="module")
 def fitted(table):
     X, y = model_inputs(table.iloc[:60])
-    return build_model(classifier="svm", groups=("rad", "clin"), **SMALL).fit(X, y)
+    with threadpool_limits(limits=1):
+        return fit_model(build_model(classifier="svm", groups=("rad", "clin"), **SMALL), X, y)
 
 
 # --------------------------------------------------------------------------- columns
@@ -150,18 +154,10 @@ def test_bad_k_fails_before_fitting():
         build_model(classifier="forest")
 
 
-# scikit-learn's own estimator checks on our generic steps.  FeatureGroupSelector
+# scikit-learn's own estimator checks on our generic step.  FeatureGroupSelector
 # is left out: it takes only DataFrames with prefixed column names by design,
 # which the generic (numpy) checks cannot provide; the tests above cover it.
-# PlattSVC's one expected failure: class_weight reweights the SVM fit, but the
-# Platt calibration behind predict() re-centres the threshold on the data, so
-# extreme weights do not force one class as the check expects.
-@parametrize_with_checks(
-    [CappedSelectKBest(k=2), PlattSVC()],
-    expected_failed_checks=lambda est: {"check_class_weight_classifiers": "Platt calibration re-centres predict()"}
-    if isinstance(est, PlattSVC)
-    else {},
-)
+@parametrize_with_checks([CappedSelectKBest(k=2)])
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -192,10 +188,23 @@ def test_k_grid_adapts_to_a_narrow_table():
     assert len(model.cv_results_["params"]) == 3 * 3  # 3 k values x 3 C values, none failed
 
 
+def test_too_few_patients_of_a_class_is_one_clear_error(table):
+    X, y = model_inputs(table)
+    few = y.copy()
+    few[few == 1] = 0
+    few.iloc[:2] = 1
+    with pytest.raises(InputError, match="3-fold cross-validation needs at least 3 patients of each class"):
+        fit_model(build_model("logistic", **SMALL), X, few)
+    with pytest.raises(InputError, match="with and without HE"):
+        fit_model(build_model("logistic", **SMALL), X, y * 0)
+
+
 def test_svm_model_is_the_papers_pipeline(fitted):
     pipeline = fitted_pipeline(fitted)
     assert list(pipeline.named_steps) == ["groups", "impute", "scale", "select", "clf"]
-    assert isinstance(pipeline.named_steps["clf"], PlattSVC)
+    svm = pipeline.named_steps["clf"]  # the winner, calibrated as scikit-learn 1.9 recommends
+    assert isinstance(svm, CalibratedClassifierCV) and isinstance(svm.estimator, SVC) and not svm.ensemble
+    assert {type(p["clf"]) for p in fitted.cv_results_["params"]} == {SVC}  # ranked uncalibrated
     assert fitted.scoring == "roc_auc"
     assert len(selected_features(fitted)) == model_summary(fitted)["k"]
 
@@ -204,7 +213,7 @@ def test_auto_searches_three_families_and_keeps_a_good_one(table):
     X, y = model_inputs(table)
     model = build_model(classifier="auto", **SMALL).fit(X, y)
     families = {type(p["clf"]).__name__ for p in model.cv_results_["params"]}
-    assert families == {"PlattSVC", "LogisticRegression", "HistGradientBoostingClassifier"}
+    assert families == {"SVC", "LogisticRegression", "HistGradientBoostingClassifier"}
     summary = model_summary(model)
     assert summary["classifier"] in ("svm", "logistic", "gradient_boosting")
     assert summary["inner_cv_auc"] > 0.5
@@ -216,6 +225,33 @@ def test_inner_folds_are_seeded(table):
     a = build_model(classifier="logistic", seed=3, **SMALL).fit(X, y)
     b = build_model(classifier="logistic", seed=3, **SMALL).fit(X, y)
     np.testing.assert_allclose(a.cv_results_["mean_test_score"], b.cv_results_["mean_test_score"])
+
+
+@pytest.mark.parametrize("threshold", ["fixed", "youden"])
+def test_fit_model_cache_changes_nothing_but_time(table, threshold):
+    X, y = model_inputs(table)
+    kwargs = dict(cv=3, grid="small", threshold=threshold, threshold_cv=2)
+    kwargs.update(classifier="auto", k_grid=(3, 8)) if threshold == "fixed" else kwargs.update(classifier="svm", k_grid=(3,))
+    plain = build_model(**kwargs).fit(X, y)
+    cached = fit_model(build_model(**kwargs), X, y)
+    np.testing.assert_array_equal(plain.predict_proba(X), cached.predict_proba(X))
+    search = cached.estimator_ if threshold == "youden" else cached
+    np.testing.assert_array_equal(search.cv_results_["mean_test_score"], getattr(plain, "estimator_", plain).cv_results_["mean_test_score"])
+    assert all(pipeline.memory is None for pipeline in _pipelines(cached))  # nothing left to save
+
+
+def test_fit_cache_shares_fitted_steps_between_candidates(table):
+    X, y = model_inputs(table)
+    cache = FitCache()
+    model = build_model(classifier="svm", k_grid=(3, 8), cv=3, grid="small")
+    model.estimator.set_params(memory=cache)
+    model.fit(X, y)
+    # 4 candidates (2 k x 2 kernels) x 3 folds, then the refit: 4 cached steps each time.
+    # Per fold, groups/impute/scale are fitted once and select once per k (3 + 2); the
+    # refit fits its 4 steps on new data.
+    assert cache.misses == 3 * (3 + 2) + 4
+    assert cache.hits == (4 * 3 + 1) * 4 - cache.misses
+    assert all(not Xt.flags.writeable for Xt, _ in cache._store.values() if isinstance(Xt, np.ndarray))
 
 
 def test_youden_threshold_is_tuned_on_training_data(table):
@@ -323,14 +359,14 @@ def test_allow_list_covers_every_model_we_build(selection, threshold):
     X, y = model_inputs(table)
     model = build_model("auto", k_grid=(2,), cv=2, grid="small", selection=selection, threshold=threshold, threshold_cv=2)
     types = set(sio.get_untrusted_types(data=sio.dumps(model.fit(X, y))))
-    if threshold == "fixed":  # the unfitted search: every family's estimator is in its grid
-        assert "hematoma.model.PlattSVC" in types
+    if threshold == "fixed":  # our own steps are there
+        assert "hematoma.model.CappedSelectKBest" in types
     assert types <= set(TRUSTED_TYPES)
 
 
 def test_fitted_families_are_all_trusted():
     table = synthetic_table(n=60, n_rad=4, n_clin=2, seed=4)
     X, y = model_inputs(table)
-    for classifier in ("svm", "gradient_boosting"):  # fitted PlattSVC / TreePredictor states
+    for classifier in ("svm", "gradient_boosting"):  # fitted calibrated SVM / TreePredictor states
         model = build_model(classifier, k_grid=(2,), cv=2, grid="small").fit(X, y)
         assert set(sio.get_untrusted_types(data=sio.dumps(model))) <= set(TRUSTED_TYPES)

@@ -11,7 +11,12 @@ import SimpleITK as sitk
 from hematoma.errors import InputError
 from hematoma.io import write_image
 from hematoma.segmentation import NoHemorrhageWarning, mask_for_case, segment_hemorrhage
-from hematoma.segmentation.hemorrhage import distance_from_edge_at_least, keep_index_hematoma, near_calcification
+from hematoma.segmentation.hemorrhage import (
+    SKULL_MARGIN_MM,
+    distance_from_edge_at_least,
+    keep_index_hematoma,
+    near_calcification,
+)
 from hematoma.volume import mask_volume_ml
 from test_segmentation_phantoms import dice, make_head_phantom
 
@@ -95,9 +100,13 @@ def test_partial_volume_along_the_skull_is_removed():
 def test_skull_margin_rule_directly():
     brain = np.zeros((1, 41, 41), dtype=bool)
     brain[0, 5:36, 5:36] = True
-    inner = distance_from_edge_at_least(brain, 3.0, spacing_zyx=(5.0, 1.0, 1.0))
+    inner = distance_from_edge_at_least(brain, SKULL_MARGIN_MM, spacing_zyx=(5.0, 1.0, 1.0))
     assert inner[0, 8:33, 8:33].all()
     assert not inner[0, 5:8].any() and not inner[0, :, 33:36].any()
+    # Thick slices: the slab next to the skull base / vault (or the scan's end) is margin too.
+    stack = np.repeat(brain, 4, axis=0)
+    inner = distance_from_edge_at_least(stack, SKULL_MARGIN_MM, spacing_zyx=(5.0, 1.0, 1.0))
+    assert inner[1:3, 8:33, 8:33].all() and not inner[0].any() and not inner[3].any()
 
 
 def test_calcification_rule_directly():

@@ -185,6 +185,9 @@ def extract_case(job: CaseJob) -> CaseOutcome:
             _refresh_paths(store, job, outputs)
             return CaseOutcome(job.case_id, SKIPPED, seconds=time.perf_counter() - start)
 
+        # Warnings (a resampled DICOM series...) go into case.json: a worker's
+        # stderr is seen by no one.  (catch_warnings is per process: with
+        # threaded workers a warning may land in another case's list.)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             from .io import read_image, read_mask, write_image

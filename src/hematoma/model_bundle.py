@@ -46,10 +46,12 @@ VERSIONED_PACKAGES = ("scikit-learn", "numpy", "scipy", "pandas", "skops", "hema
 TRUSTED_TYPES = (
     "hematoma.model.CappedSelectKBest",
     "hematoma.model.FeatureGroupSelector",
-    "hematoma.model.PlattSVC",
+    "hematoma.model.ModelSearch",
     "hematoma.model.f_classif_scores",
     "hematoma.model.mutual_info_scores",
     "numpy.dtype",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.metrics._classification.balanced_accuracy_score",
     "sklearn.metrics._ranking.roc_auc_score",

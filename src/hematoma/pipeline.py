@@ -163,12 +163,13 @@ def _cnn_cases(out: Path) -> pd.DataFrame:
 
 
 def _cnn(out: Path, settings: RunSettings, stages: _Stages, progress: bool) -> None:
-    from .features.deep import preset, train_cnn
+    from .features.deep import SliceSettings, preset, train_cnn
     from .features.deep.cases import data_sha1
 
     start = time.perf_counter()
     cnn_dir = out / "cnn"
     training = preset(settings.cnn_preset, epochs=settings.cnn_epochs).to_dict()
+    slices = SliceSettings()
     data = data_sha1(_cnn_cases(out))
     try:
         previous = json.loads((cnn_dir / "settings.json").read_text(encoding="utf-8"))
@@ -177,12 +178,13 @@ def _cnn(out: Path, settings: RunSettings, stages: _Stages, progress: bool) -> N
     weights = str(settings.cnn_weights)
     if (previous and (cnn_dir / "model.safetensors").is_file() and previous.get("data_sha1") == data
             and _same(previous.get("training"), training) and previous.get("weights_requested") == weights
-            and previous.get("seed") == settings.seed):
+            and previous.get("seed") == settings.seed and _same(previous.get("slices"), slices.to_dict())):
         stages.done("cnn", "skipped (trained on the same cohort 1 with the same settings)", time.perf_counter() - start,
                     model_sha1=previous.get("model_sha1"))
         return
     result = train_cnn(out, cnn_dir, preset_name=settings.cnn_preset, weights=weights, seed=settings.seed,
-                       device=settings.device, overwrite=True, progress=progress, epochs=settings.cnn_epochs)
+                       device=settings.device, slices=slices, overwrite=True, progress=progress,
+                       epochs=settings.cnn_epochs)
     best = result.history.loc[result.history["epoch"] == result.best_epoch].iloc[0]
     stages.done("cnn", "done", time.perf_counter() - start,
                 f"{len(result.history)} epoch(s), weights {result.weights_source}, best validation accuracy "

@@ -15,10 +15,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.inspection import permutation_importance
+from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
-from ..model import PlattSVC, fitted_pipeline, model_inputs, selected_features
+from ..model import fitted_pipeline, model_inputs, selected_features
 
 INDICATOR_PREFIX = "missingindicator_"
 
@@ -96,7 +98,9 @@ def coefficient_top_features(estimator, n: int = 15) -> pd.DataFrame | None:
     standardised selected features, largest first; ``None`` for other classifiers."""
     pipeline = fitted_pipeline(estimator)
     clf = pipeline.named_steps["clf"]
-    if isinstance(clf, PlattSVC) and clf.kernel != "linear":
+    if isinstance(clf, CalibratedClassifierCV):  # the SVM: ensemble=False keeps one fitted SVC
+        clf = clf.calibrated_classifiers_[0].estimator
+    if isinstance(clf, SVC) and clf.kernel != "linear":
         return None
     coef = getattr(clf, "coef_", None)
     if coef is None:

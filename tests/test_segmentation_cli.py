@@ -1,0 +1,126 @@
+"""`hematoma segment` / `hematoma segment-train` and the overlay figure."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from threadpoolctl import threadpool_limits
+from typer.testing import CliRunner
+
+from hematoma.cli import app
+from hematoma.io import read_mask, write_image
+from hematoma.segmentation import save_overlay
+from hematoma.segmentation.overlay import largest_area_slice
+from hematoma.volume import mask_volume_ml
+from test_segmentation_phantoms import dice, make_head_phantom
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scan")
+    ct, truth, _ = make_head_phantom()
+    return write_image(ct, folder / "ct.nii.gz"), truth
+
+
+def test_segment_writes_mask_overlay_and_volume(scan, tmp_path):
+    ct_path, truth = scan
+    out, png = tmp_path / "mask.nii.gz", tmp_path / "figure.png"
+    result = runner.invoke(app, ["segment", str(ct_path), "--out", str(out), "--overlay", str(png)])
+    assert result.exit_code == 0, result.output
+    mask = read_mask(out, reference=sitk.ReadImage(str(ct_path)))
+    assert dice(mask, truth) > 0.95
+    assert f"{mask_volume_ml(mask):.2f} mL" in result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_segment_refuses_to_overwrite(scan, tmp_path):
+    ct_path, _ = scan
+    out = tmp_path / "mask.nii.gz"
+    out.write_bytes(b"keep me")
+    result = runner.invoke(app, ["segment", str(ct_path), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "--overwrite" in result.output
+    assert out.read_bytes() == b"keep me"
+    result = runner.invoke(app, ["segment", str(ct_path), "--out", str(out), "--overwrite"])
+    assert result.exit_code == 0, result.output
+
+
+def test_segment_names_an_offset_image(tmp_path):
+    ct, _, _ = make_head_phantom()
+    raw = write_image(sitk.Cast(ct, sitk.sitkInt32) + 1024, tmp_path / "raw.nii.gz")
+    result = runner.invoke(app, ["segment", str(raw), "--out", str(tmp_path / "mask.nii.gz")])
+    assert result.exit_code == 2
+    assert "raw.nii.gz" in result.output and "+1024" in result.output
+    assert not (tmp_path / "mask.nii.gz").exists()
+
+
+def test_segment_empty_scan_warns_and_writes_zero(tmp_path):
+    ct, _, _ = make_head_phantom(hematoma_radius_mm=None)
+    path = write_image(ct, tmp_path / "ct.nii.gz")
+    result = runner.invoke(app, ["segment", str(path), "--out", str(tmp_path / "mask.nii.gz")])
+    assert result.exit_code == 0, result.output
+    assert "0.00 mL" in result.output
+    assert mask_volume_ml(read_mask(tmp_path / "mask.nii.gz")) == 0
+
+
+def test_segment_train_and_use_the_model(tmp_path):
+    rows = []
+    for seed, (radius, centre) in enumerate([(14.0, (25.0, 5.0, 0.0)), (10.0, (-25.0, -10.0, 5.0)), (16.0, (20.0, -20.0, 0.0))]):
+        ct, truth, _ = make_head_phantom(hematoma_radius_mm=radius, hematoma_center_mm=centre, seed=seed)
+        write_image(ct, tmp_path / f"ct{seed}.nii.gz")
+        write_image(truth, tmp_path / f"mask{seed}.nii.gz")
+        rows.append({"patient_id": f"P{seed}", "baseline_ct": f"ct{seed}.nii.gz", "baseline_mask": f"mask{seed}.nii.gz"})
+    rows.append({"patient_id": "P9", "baseline_ct": "ct0.nii.gz", "baseline_mask": ""})  # no mask: not used
+    manifest = tmp_path / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    model = tmp_path / "model"
+    with threadpool_limits(limits=1, user_api="openmp"):
+        result = runner.invoke(app, ["segment-train", str(manifest), "--out", str(model), "--max-voxels-per-case", "600"])
+    assert result.exit_code == 0, result.output
+    assert "3 scans of 3 patients" in result.output
+    assert (model / "model.skops").exists() and (model / "settings.json").exists()
+
+    result = runner.invoke(app, ["segment-train", str(manifest), "--out", str(model)])
+    assert result.exit_code == 2 and "--overwrite" in result.output
+
+    ct, truth, _ = make_head_phantom(hematoma_radius_mm=12.0, hematoma_center_mm=(-20.0, 10.0, 0.0), seed=5)
+    path = write_image(ct, tmp_path / "new.nii.gz")
+    out = tmp_path / "new_mask.nii.gz"
+    result = runner.invoke(app, ["segment", str(path), "--out", str(out), "--model", str(model)])
+    assert result.exit_code == 0, result.output
+    assert dice(read_mask(out), truth) > 0.85
+
+
+def test_segment_with_a_missing_model_is_refused(scan, tmp_path):
+    ct_path, _ = scan
+    result = runner.invoke(app, ["segment", str(ct_path), "--out", str(tmp_path / "m.nii.gz"), "--model", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "model folder" in result.output
+
+
+def test_overlay_shows_the_largest_slice(tmp_path):
+    ct, truth, _ = make_head_phantom(hematoma_center_mm=(25.0, 5.0, 8.0))
+    areas = sitk.GetArrayFromImage(truth).sum(axis=(1, 2))
+    assert largest_area_slice(sitk.GetArrayFromImage(truth)) == int(np.argmax(areas))
+    path = save_overlay(ct, truth, tmp_path / "figure.png")
+    image = sitk.ReadImage(str(path))
+    pixels = sitk.GetArrayFromImage(image)
+    assert pixels.shape[-1] in (3, 4)
+    red = (pixels[..., 0] > 200) & (pixels[..., 1] < 150) & (pixels[..., 2] < 150)
+    left, right = red[:, : pixels.shape[1] // 2], red[:, pixels.shape[1] // 2 :]
+    assert left.sum() > 100 and right.sum() == 0  # hematoma in red on the left panel only
+    with pytest.raises(Exception, match="--overwrite"):
+        save_overlay(ct, truth, path, overwrite=False)
+
+
+def test_overlay_of_a_single_slice(tmp_path):
+    ct, truth, _ = make_head_phantom()
+    path = save_overlay(ct[:, :, 5], truth[:, :, 5], tmp_path / "slice.png")
+    assert path.stat().st_size > 1000
