@@ -356,7 +356,8 @@ def test_no_test_patient_reaches_any_fit(monkeypatch):
 
 def test_nested_cv_excludes_cnn_and_reports_each_fold():
     table = synthetic_table(n=60, n_rad=5, n_clin=2, n_cnn=4, seed=7)
-    result = nested_cv(table, dict(classifier="logistic", **SMALL), outer_splits=3, repeats=2, seed=0, progress=False)
+    with pytest.warns(UserWarning, match="CNN features are excluded"):
+        result = nested_cv(table, dict(classifier="logistic", **SMALL), outer_splits=3, repeats=2, seed=0, progress=False)
     assert len(result["fold_aucs"]) == 6 and result["groups"] == ["rad", "clin"]
     assert "CNN features are excluded" in result["notes"][0]
     assert result["mean"] == pytest.approx(np.mean(result["fold_aucs"]))

@@ -173,3 +173,17 @@ def test_existing_model_folder_is_not_overwritten(trained):
         model.save(folder)
     model.save(folder, overwrite=True)
     assert (folder / MODEL_FILE).exists()
+
+
+@pytest.mark.parametrize("name", ["logistic", "hist_gradient_boosting", "random_forest"])
+def test_each_estimator_kind_round_trips(name, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, len(FEATURE_NAMES))).astype(np.float32)
+    y = (X[:, 0] + 0.3 * rng.normal(size=300) > 0).astype(int)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        classifier = VoxelHemorrhageClassifier(estimators=(name,), n_splits=2).fit(X, y, groups=np.arange(300) % 3)
+    HemorrhageSegmentationModel(classifier, {"slice_thickness_mm": [5.0, 5.0]}).save(tmp_path / "m")
+    loaded = HemorrhageSegmentationModel.load(tmp_path / "m")
+    # allclose: a forest sums its trees in parallel, in no fixed order
+    assert np.allclose(loaded.classifier.predict_proba(X), classifier.predict_proba(X), atol=1e-12)
+    assert loaded.classifier.selected_estimator_ == name

@@ -98,8 +98,8 @@ def feature_columns(table: pd.DataFrame, groups=tuple(FEATURE_PREFIXES)) -> list
     return [c for c in _names(table) if c.startswith(prefixes)]
 
 
-def model_inputs(table: pd.DataFrame, label: str = "he", groups=tuple(FEATURE_PREFIXES)):
-    """``(X, y)`` from a feature table: X = feature columns indexed by patient_id; y = label or None.
+def model_inputs(table: pd.DataFrame, label: str | None = "he", groups=tuple(FEATURE_PREFIXES)):
+    """``(X, y)`` from a feature table: X = feature columns indexed by patient_id; y = label (None without one).
 
     X keeps the patient ids as its index so that tests (and users) can check which
     patients reached which fit.
@@ -107,7 +107,7 @@ def model_inputs(table: pd.DataFrame, label: str = "he", groups=tuple(FEATURE_PR
     X = table[feature_columns(table, groups)]
     if "patient_id" in table.columns:
         X = X.set_axis(pd.Index(table["patient_id"].astype(str), name="patient_id"), axis=0)
-    if label not in table.columns:
+    if label is None or label not in table.columns:
         return X, None
     y = pd.to_numeric(table[label], errors="coerce")
     if y.isna().any() or not set(y.unique()) <= {0, 1}:

@@ -84,11 +84,10 @@ class ModelBundle:
     def predict_table(self, table: pd.DataFrame) -> pd.DataFrame:
         """``patient_id``, ``probability`` (of HE) and ``predicted`` (0/1) for each row of a feature table."""
         check_columns(self.feature_columns, table.columns, self.path)
-        X, _ = model_inputs(table, label="__no_label__")
+        X, _ = model_inputs(table, label=None)
         probability = self.estimator.predict_proba(X)[:, 1]
-        return pd.DataFrame(
-            {"patient_id": X.index.astype(str), "probability": probability, "predicted": (probability >= self.threshold).astype(int)}
-        )
+        predicted = (probability >= self.threshold).astype(int)
+        return pd.DataFrame({"patient_id": X.index.astype(str), "probability": probability, "predicted": predicted})
 
 
 def installed_versions() -> dict[str, str]:
@@ -208,7 +207,8 @@ def load_model(path: str | Path, expected_columns=None, allow_version_mismatch: 
     if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
         raise InputError(meta_path, f"not a {BUNDLE_FORMAT} file")
     if meta.get("format_version") != BUNDLE_FORMAT_VERSION:
-        raise InputError(meta_path, f"bundle format version {meta.get('format_version')} is not supported (expected {BUNDLE_FORMAT_VERSION})")
+        version = meta.get("format_version")
+        raise InputError(meta_path, f"bundle format version {version} is not supported (expected {BUNDLE_FORMAT_VERSION})")
     if _sha256(model_path) != meta.get("model_sha256"):
         raise InputError(model_path, "does not match the checksum in bundle.json (corrupted or altered)")
     _check_versions(meta.get("versions", {}), path, allow_version_mismatch)
@@ -257,6 +257,10 @@ def _check_versions(saved: dict, path: Path, allow_mismatch: bool) -> None:
         if not allow_mismatch:
             raise InputError(path, reason + " (or allow the mismatch explicitly, at your own risk)")
         warnings.warn(f"{path}: {reason}; loading anyway as asked", stacklevel=3)
-    others = [f"{p} {saved.get(p)} -> {now[p]}" for p in VERSIONED_PACKAGES if p != "scikit-learn" and saved.get(p) not in (None, now[p])]
+    others = [
+        f"{p} {saved.get(p)} -> {now[p]}"
+        for p in VERSIONED_PACKAGES
+        if p != "scikit-learn" and saved.get(p) not in (None, now[p])
+    ]
     if others:
         warnings.warn(f"{path}: saved with other package versions: {', '.join(others)}", stacklevel=3)

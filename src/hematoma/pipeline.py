@@ -33,7 +33,7 @@ from .protocols import ID, LABEL, GROUPS, TrainSettings, parse_groups
 from .storage import atomic_path, sha1_file, write_json
 
 RUN_RECORD = "run.json"
-DEMO_PATIENTS = 140
+DEMO_PATIENTS = 120
 DEMO_SIZE = "small"
 
 
@@ -57,7 +57,13 @@ class RunSettings:
 
     def __post_init__(self):
         self.groups = parse_groups(self.groups) or GROUPS
-        TrainSettings(classifier=self.classifier, groups=self.groups)  # fail on a bad choice before any work
+        TrainSettings(classifier=self.classifier, groups=self.groups, grid=self.grid)  # fail on a bad choice now,
+        if "cnn" in self.groups:  # not after an hour of extraction
+            from .features.deep import WEIGHT_CHOICES, preset
+
+            preset(self.cnn_preset, epochs=self.cnn_epochs)
+            if self.cnn_weights not in WEIGHT_CHOICES and not Path(self.cnn_weights).is_file():
+                raise InputError(self.cnn_weights, f"no such weights file (or choose one of {', '.join(WEIGHT_CHOICES)})")
 
 
 @dataclass

@@ -146,8 +146,8 @@ def labelled(table: pd.DataFrame, label: str = LABEL) -> pd.DataFrame:
 def inner_folds(y, outer_fraction: float = 1.0, classifier: str = "auto") -> int:
     """Inner CV folds: 5, fewer when the minority class is small (every fold needs a patient of each class).
 
-    The SVM calibrates its probabilities by a further CV inside each inner
-    training fold, so it needs 2 minority patients there: at least 3 in all.
+    The SVM calibrates its probabilities by a 3-fold CV on the training patients
+    (``hematoma.model.SVM_CALIBRATION_FOLDS``), so it needs 3 of each class.
     """
     counts = np.bincount(np.asarray(y, dtype=int), minlength=2)
     minority = int(np.floor(counts.min() * outer_fraction))
@@ -190,6 +190,10 @@ class TrainSettings:
             raise InputError(None, f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         if self.classifier not in CLASSIFIER_NAMES:
             raise InputError(None, f"unknown classifier {self.classifier!r}; choose from auto, svm, logistic, gbm")
+        from .model import GRIDS
+
+        if self.grid not in GRIDS:
+            raise InputError(None, f"unknown grid {self.grid!r}; choose from {', '.join(GRIDS)}")
         self.groups = parse_groups(self.groups)
 
     def model_kwargs(self, groups, cv: int) -> dict:
@@ -209,18 +213,13 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
 
 
-def fit_model(train_table: pd.DataFrame, settings: TrainSettings, groups):
-    """Fit ``build_model`` on the labelled ``train_table`` (one thread per library: see below)."""
-    from threadpoolctl import threadpool_limits
-
-    from .model import build_model, model_inputs
+def fit_on(train_table: pd.DataFrame, settings: TrainSettings, groups):
+    """Fit ``build_model`` on the labelled ``train_table`` (:func:`hematoma.model.fit_model`: one thread, cached steps)."""
+    from .model import build_model, fit_model, model_inputs
 
     X, y = model_inputs(train_table, label=settings.label, groups=groups)
     estimator = build_model(**settings.model_kwargs(groups, inner_folds(y, classifier=settings.classifier)))
-    # Hundreds of small fits: OpenMP/BLAS thread pools cost more than they give
-    # on ~100 patients, and on a busy machine they make gradient boosting ~10x slower.
-    with threadpool_limits(limits=1):
-        return estimator.fit(X, y)
+    return fit_model(estimator, X, y)
 
 
 def held_out_summary(estimator, test_table: pd.DataFrame, label: str = LABEL) -> dict:
@@ -336,7 +335,7 @@ def _paper(source: FeatureSource, settings: TrainSettings, split=None, progress=
         if overlap:
             raise InputError(split_path, f"{len(overlap)} patient(s) of cohort 2 (e.g. {sorted(overlap)[0]!r}) were used "
                                          "to train the CNN: use the split the CNN was trained with")
-    estimator = fit_model(train_table, settings, groups)
+    estimator = fit_on(train_table, settings, groups)
     evaluation = {"protocol": "paper", "test": held_out_summary(estimator, test_table, settings.label)}
     return {"estimator": estimator, "groups": groups, "cv": estimator_cv(estimator), "split": str(split_path.resolve()),
             "train_ids": train_table[ID].tolist(), "test_ids": test_table[ID].tolist(),
@@ -363,13 +362,10 @@ def _nested_cv(source: FeatureSource, settings: TrainSettings, progress=True, **
     if outer < 2:
         raise InputError(source.path, "nested cross-validation needs at least 2 patients of each class")
     kwargs = settings.model_kwargs(groups, inner_folds(y, (outer - 1) / outer, settings.classifier))
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):
-        estimate = nested_cv(table, kwargs, outer_splits=outer, repeats=settings.repeats, seed=settings.seed,
-                             label=settings.label, progress=progress)
+    estimate = nested_cv(table, kwargs, outer_splits=outer, repeats=settings.repeats, seed=settings.seed,
+                         label=settings.label, progress=progress)
     notes.extend(n for n in estimate.get("notes", []) if n not in notes)
-    estimator = fit_model(table, settings, groups)
+    estimator = fit_on(table, settings, groups)
     return {"estimator": estimator, "groups": groups, "cv": estimator_cv(estimator), "train_ids": table[ID].tolist(),
             "test_ids": [], "hash": training_hash(table, groups, settings.label),
             "evaluation": {"protocol": "nested-cv", "nested_cv": estimate}, "notes": notes}
@@ -396,7 +392,7 @@ def _external(source: FeatureSource, settings: TrainSettings, test=None, progres
     from .model import feature_columns
 
     check_columns(feature_columns(train_table, groups), test_table.columns, other.path)
-    estimator = fit_model(train_table, settings, groups)
+    estimator = fit_on(train_table, settings, groups)
     evaluation = {"protocol": "external", "test": held_out_summary(estimator, test_table, settings.label),
                   "test_features": str(other.path)}
     return {"estimator": estimator, "groups": groups, "cv": estimator_cv(estimator), "train_ids": train_table[ID].tolist(),

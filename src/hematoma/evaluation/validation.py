@@ -10,6 +10,8 @@ far above 0.5; ``tests/test_evaluation.py`` shows both.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -70,9 +72,10 @@ def nested_cv(
     kwargs = dict(build_model_kwargs or {})
     groups = tuple(kwargs.get("groups", ("rad", "clin", "cnn")))
     notes = []
-    if "cnn" in groups or feature_columns(table, ("cnn",)):
+    if feature_columns(table, ("cnn",)) or "cnn" in tuple(kwargs.get("groups", ())):
         notes.append(CNN_NOTE)
-        groups = tuple(g for g in groups if g != "cnn")
+        warnings.warn(CNN_NOTE, stacklevel=2)
+    groups = tuple(g for g in groups if g != "cnn")
     if not groups or not feature_columns(table, groups):
         raise InputError(None, "nested cross-validation needs radiomics or clinical feature columns (CNN ones are excluded)")
     kwargs["groups"] = groups

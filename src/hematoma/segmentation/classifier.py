@@ -57,9 +57,6 @@ TRUSTED_TYPES = (
     "sklearn._loss.loss.HalfBinomialLoss",
     "sklearn._loss._loss.CyHalfBinomialLoss",
     "sklearn.tree._tree.Tree",
-    "collections.OrderedDict",
-    "numpy.dtype",
-    "builtins.slice",
 )
 #: Slice thicknesses / pixel sizes may differ from the training scans by this factor.
 GEOMETRY_TOLERANCE = 1.5

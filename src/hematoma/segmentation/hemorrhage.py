@@ -76,7 +76,7 @@ SKULL_MARGIN_MM = 3.0
 #: Components smaller than this (mL) are specks.
 MIN_COMPONENT_ML = 0.05
 #: Components at least this fraction of the index hematoma's volume are kept too.
-SECONDARY_FRACTION = 0.0
+SECONDARY_FRACTION = 0.5
 #: Components this close (mm, 3D) to the index hematoma are its satellites / lobes.
 SATELLITE_MM = 10.0
 #: The delineated edge lies at most this far (in plane) from the candidates.
@@ -249,8 +249,6 @@ def delineate(seeds: np.ndarray, hu: np.ndarray, brain: np.ndarray, spacing_zyx)
     size = window_size(spacing_zyx, z_radius_voxels=0)
     labels, _ = ndi.label(seeds, structure=_CONNECTIVITY)
     grown = np.zeros_like(seeds)
-    # Growth stops short of the skull and of calcifications (their partial volume looks like blood).
-    dense_rim = near_calcification(hu, brain, spacing_zyx, across_slices=False)
     reach_mm = max(GROWTH_MM, SURROUND_MM[1]) + 2 * spacing_zyx[1]
     # Each kept component is delineated in its own box with its own edge threshold: clots differ in density.
     for index, piece in enumerate(ndi.find_objects(labels), start=1):
@@ -263,7 +261,9 @@ def delineate(seeds: np.ndarray, hu: np.ndarray, brain: np.ndarray, spacing_zyx)
         around_hu = float(np.median(h[shell])) if shell.any() else 30.0
         edge = float(np.clip(around_hu + EDGE_FRACTION * (clot_hu - around_hu), *EDGE_HU_BOUNDS))
         local_mean = masked_mean(h, b, size)
-        allowed = (near_slices <= GROWTH_MM) & b & (local_mean >= edge) & (local_mean <= CANDIDATE_HU[1]) & ~dense_rim[region]
+        # Growth stops short of the skull and of calcifications (their partial volume looks like blood).
+        dense_rim = near_calcification(h, b, spacing_zyx, across_slices=False)
+        allowed = (near_slices <= GROWTH_MM) & b & (local_mean >= edge) & (local_mean <= CANDIDATE_HU[1]) & ~dense_rim
         reached = _reconstruct(own, allowed | own)
         # Hypodense islands of a heterogeneous clot (blend sign) that open to its edge are
         # concavities of the mask: close them, but only over tissue denser than edema and white matter.
