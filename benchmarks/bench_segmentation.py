@@ -120,7 +120,7 @@ def evaluate(cohort: Path, patients: int, model=None, label: str = "rule-based")
     }
 
 
-def train_classifier(cohort: Path, out: Path, seed: int):
+def train_classifier(cohort: Path, out: Path, seed: int, max_voxels_per_case: int):
     from threadpoolctl import threadpool_limits
 
     from hematoma.segmentation import train_from_manifest
@@ -128,7 +128,8 @@ def train_classifier(cohort: Path, out: Path, seed: int):
     # One OpenMP thread: gradient boosting's spinning threads crawl on a shared, busy machine.
     with threadpool_limits(limits=1, user_api="openmp"):
         start = time.perf_counter()
-        model = train_from_manifest(cohort / "manifest.csv", out, overwrite=True, seed=seed)
+        model = train_from_manifest(cohort / "manifest.csv", out, overwrite=True, seed=seed,
+                                    max_voxels_per_case=max_voxels_per_case)
     return model, time.perf_counter() - start
 
 
@@ -147,6 +148,7 @@ def main() -> None:
     parser.add_argument("--cohort-dir", type=Path, default=None, help="keep/reuse the generated cohort here")
     parser.add_argument("--classifier", action="store_true", help="also train and measure the voxel classifier")
     parser.add_argument("--train-patients", type=int, default=20, help="patients of the classifier's training cohort")
+    parser.add_argument("--max-voxels-per-case", type=int, default=5000, help="candidate voxels sampled per training scan")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -162,8 +164,10 @@ def main() -> None:
         train_seed = args.seed + 1000  # an independent cohort: no test patient is seen in training
         train_cohort = tmp / f"hematoma-bench-cohort-{args.size}-{args.train_patients}-{train_seed}"
         make_cohort(train_cohort, args.train_patients, args.size, train_seed)
-        model, seconds = train_classifier(train_cohort, tmp / f"hematoma-bench-segmenter-{train_seed}", seed=args.seed)
+        model, seconds = train_classifier(train_cohort, tmp / f"hematoma-bench-segmenter-{train_seed}", seed=args.seed,
+                                          max_voxels_per_case=args.max_voxels_per_case)
         training = {"cohort_seed": train_seed, "patients": args.train_patients, "seconds": round(seconds, 1),
+                    "max_voxels_per_case": args.max_voxels_per_case, "voxels": model.training["n_voxels"],
                     "selected": model.classifier.selected_estimator_, "threshold": model.classifier.threshold_,
                     "cross_validation": model.classifier.cv_results_}
         results.append(evaluate(cohort, args.patients, model=model, label=f"voxel classifier ({model.classifier.selected_estimator_})"))

@@ -50,6 +50,12 @@ def test_segment_refuses_to_overwrite(scan, tmp_path):
     assert result.exit_code == 0, result.output
 
 
+def test_segment_refuses_an_unknown_mask_format_before_working(scan, tmp_path):
+    ct_path, _ = scan
+    result = runner.invoke(app, ["segment", str(ct_path), "--out", str(tmp_path / "mask.png")])
+    assert result.exit_code == 2 and "unsupported mask format" in result.output
+
+
 def test_segment_names_an_offset_image(tmp_path):
     ct, _, _ = make_head_phantom()
     raw = write_image(sitk.Cast(ct, sitk.sitkInt32) + 1024, tmp_path / "raw.nii.gz")

@@ -101,11 +101,12 @@ def predict(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --overlay / --report files."),
 ) -> None:
     """Predict hematoma expansion for one patient: probability, class, overlay figure (and a report)."""
+    from ..errors import InputError
     from ..prediction import Predictor, _stem, clinical_from_file, clinical_from_pairs, write_overlay, write_patient_report
     from ..storage import refuse_overwrite
 
     if clinical is not None and set_values:
-        raise typer.BadParameter("give either --clinical or --set, not both")
+        raise InputError(None, "give the clinical values either as --clinical FILE or as --set name=value, not both")
     overlay = overlay or Path(f"{_stem(ct)}_overlay.png")
     refuse_overwrite(overlay, overwrite)
     if report is not None:

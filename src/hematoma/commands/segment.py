@@ -24,12 +24,15 @@ def segment(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
 ) -> None:
     """Segment the hemorrhage of CT, write the mask and print its volume in mL."""
-    from ..io import read_image, write_image
+    from ..errors import InputError
+    from ..io import WRITE_SUFFIXES, read_image, write_image
     from ..segmentation import HemorrhageSegmentationModel, save_overlay, segment_hemorrhage
     from ..storage import refuse_overwrite
     from ..volume import mask_volume_ml
 
     # Refuse before the work is done, not after.
+    if not out.name.lower().endswith(WRITE_SUFFIXES):
+        raise InputError(out, f"unsupported mask format (expected one of {', '.join(WRITE_SUFFIXES)})")
     refuse_overwrite(out, overwrite)
     if overlay is not None:
         refuse_overwrite(overlay, overwrite)
