@@ -18,7 +18,7 @@
 Results: ``benchmarks/results/cnn.json`` (with the machine, load average and
 versions; timings on a shared machine are upper bounds).
 
-    python benchmarks/bench_cnn.py [--runs 7] [--patients 100] [--only speed|quality]
+    python benchmarks/bench_cnn.py [--runs 7] [--patients 200] [--work DIR] [--only speed|quality]
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ from hematoma.features.deep.cases import read_case_images
 from hematoma.features.deep.network import offline
 from hematoma.features.deep.training import normalize
 from hematoma.storage import write_json
+
+warnings.filterwarnings("ignore", category=FutureWarning)  # scikit-learn deprecation notes
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cnn.json"
 
@@ -143,7 +145,7 @@ def bench_quality(patients: int, seed: int, weights: str, folder: Path) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         started = time.perf_counter()
-        result = train_cnn(out, folder / "cnn", preset_name="fast", weights=weights, seed=seed)
+        result = train_cnn(out, folder / "cnn", preset_name="fast", weights=weights, seed=seed, overwrite=True)
         trained = time.perf_counter() - started
     started = time.perf_counter()
     embed_output(out, folder / "cnn")
@@ -190,12 +192,13 @@ def bench_quality(patients: int, seed: int, weights: str, folder: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--patients", type=int, default=100)
+    parser.add_argument("--patients", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", default="auto", help="auto, imagenet, none or a state-dict file")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=("speed", "quality"), help="Run one part; the other's results are kept.")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--work", type=Path, help="Working folder to keep (default: a temporary one).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -204,8 +207,8 @@ def main() -> None:
     results.update({"versions": versions(), "offline": offline()})
     if not torch.cuda.is_available():
         results["gpu"] = "not run: this machine has no CUDA GPU (all figures are CPU figures)"
-    with tempfile.TemporaryDirectory(prefix="bench_cnn.") as folder:
-        folder = Path(folder)
+    with tempfile.TemporaryDirectory(prefix="bench_cnn.") as temporary:
+        folder = args.work or Path(temporary)  # --work keeps the cohort for a rerun (it resumes)
         if args.only != "quality":
             results["speed_machine"] = machine()
             results["embedding_one_patient"] = bench_embedding(args.runs, folder)

@@ -148,6 +148,7 @@ def main() -> None:
     parser.add_argument("--cohort-dir", type=Path, default=None, help="keep/reuse the generated cohort here")
     parser.add_argument("--classifier", action="store_true", help="also train and measure the voxel classifier")
     parser.add_argument("--train-patients", type=int, default=20, help="patients of the classifier's training cohort")
+    parser.add_argument("--train-seed", type=int, default=None, help="seed of the training cohort (default: --seed + 1)")
     parser.add_argument("--max-voxels-per-case", type=int, default=5000, help="candidate voxels sampled per training scan")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -161,7 +162,8 @@ def main() -> None:
     results = [evaluate(cohort, args.patients)]
     training = None
     if args.classifier:
-        train_seed = args.seed + 1000  # an independent cohort: no test patient is seen in training
+        # An independent cohort (another seed): no test patient is seen in training.
+        train_seed = args.train_seed if args.train_seed is not None else args.seed + 1
         train_cohort = tmp / f"hematoma-bench-cohort-{args.size}-{args.train_patients}-{train_seed}"
         make_cohort(train_cohort, args.train_patients, args.size, train_seed)
         model, seconds = train_classifier(train_cohort, tmp / f"hematoma-bench-segmenter-{train_seed}", seed=args.seed,
