@@ -77,7 +77,7 @@ def _main(
 def _register_commands() -> None:
     import importlib
 
-    for name in ("basic", "synth", "segment", "demo", "modeling"):
+    for name in ("basic", "synth", "segment", "extract", "cnn", "modeling", "demo"):
         try:  # TODO(lead): explicit imports once every command module has landed
             module = importlib.import_module(f"{__package__}.commands.{name}")
         except ModuleNotFoundError as error:
