@@ -177,6 +177,7 @@ def main() -> None:
     parser.add_argument("--cnn-preset", default="fast")
     parser.add_argument("--cnn-weights", default="auto")
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--torch-threads", type=int, help="torch intra-op threads for --part predict (default: torch's).")
     parser.add_argument("--model", type=Path, help="Bundle for --part predict (default: the quality run's, else the demo's).")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     args = parser.parse_args()
@@ -190,7 +191,15 @@ def main() -> None:
         if model is None:
             quality = args.workdir / f"run-{args.patients}-{args.cnn_preset}-{args.cnn_weights}-seed{args.seed}" / "model"
             model = quality if quality.is_dir() else args.workdir / "demo" / "model"
-        save("predict", bench_predict(model, args.runs, args.workdir))
+        if args.torch_threads:
+            import torch
+
+            torch.set_num_threads(args.torch_threads)
+        result = bench_predict(model, args.runs, args.workdir)
+        import torch
+
+        result["torch_threads"] = torch.get_num_threads()
+        save("predict" if not args.torch_threads else f"predict_torch_threads_{args.torch_threads}", result)
 
 
 if __name__ == "__main__":

@@ -184,7 +184,7 @@ def table_with_fake_cnn(synthetic_run, tmp_path) -> Path:
     """The run's feature table with two made-up cnn_ columns, in a folder of its own."""
     out, _ = synthetic_run
     table = pd.read_csv(out / "features.csv", dtype={"patient_id": str})
-    table = table.assign(cnn_0000=range(len(table)), cnn_0001=1.0)
+    table = table.copy().assign(cnn_0000=range(len(table)), cnn_0001=1.0)
     (tmp_path / "t").mkdir()
     table.to_csv(tmp_path / "t" / "features.csv", index=False)
     shutil.copyfile(out / "split.csv", tmp_path / "t" / "split.csv")

@@ -102,7 +102,7 @@ def test_a_bundle_needing_features_predict_cannot_make_is_refused(synthetic_run,
     out, _ = synthetic_run
     _, ct, mask, _, _ = case
     table = pd.read_csv(out / "features.csv", dtype={"patient_id": str})
-    table = table.assign(cnn_0000=range(len(table)))
+    table = table.copy().assign(cnn_0000=range(len(table)))
     (tmp_path / "t").mkdir()
     table.to_csv(tmp_path / "t" / "features.csv", index=False)
     shutil.copyfile(out / "split.csv", tmp_path / "t" / "split.csv")

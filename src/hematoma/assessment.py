@@ -294,7 +294,15 @@ def _settings(bundle, source, external, n_train) -> dict:
         shown.update({"CNN": s.get("cnn_model"), "CNN preset": cnn.get("preset"), "CNN weights": cnn.get("weights_source"),
                       "CNN epochs run": cnn.get("epochs_run"), "CNN best epoch": cnn.get("best_epoch"),
                       "CNN patients (train/validation)": f"{cnn.get('n_train_patients')}/{cnn.get('n_validation_patients')}"})
-    return {k: v for k, v in shown.items() if v is not None}
+    return {k: _shown(v) for k, v in shown.items() if v is not None}
+
+
+def _shown(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_shown(v)}" for k, v in value.items())
+    return value
 
 
 def _versions(bundle, settings) -> dict:

@@ -190,7 +190,9 @@ def dask_client(workers: int, scheduler: str | None = None, processes: bool = Tr
             n_workers=workers,
             threads_per_worker=1,
             processes=processes,
-            dashboard_address=None,  # no dashboard (its web pages are of no use to a batch run)
+            # The scheduler always serves HTTP (health, metrics): on a free loopback
+            # port, not 8787, which another cluster may hold.
+            dashboard_address="127.0.0.1:0",
             silence_logs=logging.ERROR,
             **cluster_kwargs,
         ) as cluster, Client(cluster) as client:
