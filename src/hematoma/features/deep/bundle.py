@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -70,7 +71,9 @@ def save_cnn(result, cnn_dir: str | Path, data_sha1: str, overwrite: bool = Fals
     cnn_dir = Path(cnn_dir)
     _check_destination(cnn_dir, overwrite)
     cnn_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{cnn_dir.name}.", dir=cnn_dir.parent))
+    # mkdir (not mkdtemp, which makes it 0700) so the folder gets the user's usual permissions.
+    staging = cnn_dir.parent / f".{cnn_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in result.network.state_dict().items()}
         save_file(state, str(staging / MODEL_FILE), metadata={"format": FORMAT})
