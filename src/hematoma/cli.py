@@ -75,15 +75,9 @@ def _main(
 
 
 def _register_commands() -> None:
-    import importlib
+    from .commands import basic, cnn, demo, extract, modeling, segment, synth
 
-    for name in ("basic", "synth", "segment", "extract", "cnn", "modeling", "demo"):
-        try:  # TODO(lead): explicit imports once every command module has landed
-            module = importlib.import_module(f"{__package__}.commands.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"{__package__}.commands.{name}":
-                continue
-            raise
+    for module in (basic, synth, segment, extract, cnn, modeling, demo):
         module.register(app)
 
 
