@@ -15,6 +15,16 @@ _WEIGHTS_HELP = ("Starting weights: auto (ImageNet if cached or downloadable, el
                  "imagenet (required), none (random), or a state-dict file (.safetensors or torch).")
 
 
+_THREADS_HELP = "CPU threads for torch (default: one per core); 1 can be faster on a busy shared machine."
+
+
+def _set_threads(threads):
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _slice_settings(window_width, window_level, margin_mm):
     from ..features.deep.slices import SliceSettings
 
@@ -40,10 +50,12 @@ def train(
     window_level: float = typer.Option(None, "--window-level", help="Window level in HU (default 40)."),
     margin_mm: float = typer.Option(None, "--margin-mm", help="Crop margin around the hematoma in mm (default 10)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a CNN already in --out."),
+    threads: int = typer.Option(None, "--threads", min=1, help=_THREADS_HELP),
 ) -> None:
     """Warm-up train the CNN on cohort 1 of OUT (cohort 2 is never used) and save it to --out."""
     from ..features.deep import train_cnn
 
+    _set_threads(threads)
     result = train_cnn(out, cnn_dir, preset_name=preset, weights=weights, seed=seed, device=device,
                        slices=_slice_settings(window_width, window_level, margin_mm), overwrite=overwrite,
                        epochs=epochs, patience=patience, micro_batch_size=micro_batch)
@@ -64,12 +76,14 @@ def embed(
     window_width: float = typer.Option(None, "--window-width", help="Check the CNN was trained with this window width."),
     window_level: float = typer.Option(None, "--window-level", help="Check the CNN was trained with this window level."),
     margin_mm: float = typer.Option(None, "--margin-mm", help="Check the CNN was trained with this crop margin."),
+    threads: int = typer.Option(None, "--threads", min=1, help=_THREADS_HELP),
 ) -> None:
     """Add the 6144 CNN features (cnn_0000..cnn_6143) of every patient to OUT's feature table."""
     from ..features.deep import embed_output
     from ..features.deep.bundle import read_settings
     from ..features.deep.slices import SliceSettings
 
+    _set_threads(threads)
     asked = None
     if any(value is not None for value in (window_width, window_level, margin_mm)):
         trained = SliceSettings.from_dict(read_settings(model).get("slices", {}))

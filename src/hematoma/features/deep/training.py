@@ -112,9 +112,9 @@ class TrainingResult:
     class_weights: tuple[float, float] = (1.0, 1.0)
 
 
-def _progress() -> Progress:
+def _progress(enabled: bool = True) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[status]}"))
+                    TextColumn("{task.fields[status]}"), disable=not enabled)
 
 
 def seed_everything(seed: int) -> None:
@@ -216,8 +216,8 @@ def fit_cnn(cases: pd.DataFrame, settings: TrainingSettings | None = None, slice
         raise InputError(None, "the CNN's training patients all have the same HE label: "
                                "cohort 1 needs patients with and without expansion")
 
-    with _progress() as bar:
-        images, labels, ids = build_images(cases, slices, bar if progress else None)
+    with _progress(progress) as bar:
+        images, labels, ids = build_images(cases, slices, bar)
         network, source = build_network(weights)
         network.to(torch_device)
         parameters = _set_trainable(network, settings.trainable)
@@ -256,8 +256,10 @@ def fit_cnn(cases: pd.DataFrame, settings: TrainingSettings | None = None, slice
                 stale += 1
                 if settings.patience is not None and stale >= settings.patience:
                     break
-    if best_state is not None:  # None only when every validation loss was NaN: keep the last weights
+    if best_state is not None:
         network.load_state_dict(best_state)
+    else:  # only when every validation loss was NaN: keep the last weights
+        result.best_epoch = len(rows)
     result.network = network.to("cpu").eval()
     result.history = pd.DataFrame(rows)
     return result
