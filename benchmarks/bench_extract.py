@@ -19,6 +19,7 @@ the mask columns so every case is segmented too.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -85,6 +86,20 @@ def timed_run(manifest: Path, workers: int, scratch: Path) -> float:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def merge_results(path: Path, result: dict, primary: bool) -> dict:
+    """The headline (100 cases, given masks) at the top level; other set-ups under ``other_configurations``."""
+    try:
+        existing = json.loads(path.read_text())
+    except (OSError, ValueError):
+        existing = {}
+    others = existing.pop("other_configurations", {})
+    if primary:
+        return {**result, "other_configurations": others}
+    key = f"{result['size']}_{result['cases']}_{'segmented' if result['masks'] == 'segmented' else 'given_masks'}"
+    others[key] = result
+    return {**existing, "other_configurations": others}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=100)
@@ -136,7 +151,7 @@ def main() -> None:
         "hematoma_version": __version__,
         "date": time.strftime("%Y-%m-%d"),
     }
-    write_json(args.results, result)
+    write_json(args.results, merge_results(args.results, result, primary=args.patients == 100 and not args.segment))
     print(f"median {medians[1]:.1f} s (1 worker) vs {medians[args.workers]:.1f} s ({args.workers} workers): "
           f"speedup {speedup:.2f}x -> {args.results}")
 

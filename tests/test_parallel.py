@@ -207,7 +207,23 @@ def test_scheduler_and_worker_processes(tmp_path, scheduler_file):
 
 def test_unreachable_scheduler(tmp_path):
     import dask
+    import dask.distributed  # noqa: F401  (its config defaults must exist before dask.config.set, which
+    # otherwise deletes the whole "distributed" section on exit)
 
     items, ids = _items(tmp_path, 1)
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), pytest.raises(InputError, match="cannot connect to the Dask scheduler"):
         run_cases(square_case, items, ids, scheduler="tcp://127.0.0.1:1", show_progress=False)
+
+
+def test_background_client_start_failure_is_raised_only_when_asked():
+    import dask
+    import dask.distributed  # noqa: F401  (see test_unreachable_scheduler)
+
+    from hematoma.parallel import background_client
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        with background_client(1, "tcp://127.0.0.1:1") as get_client:
+            with pytest.raises(InputError, match="cannot connect"):
+                get_client()
+        with background_client(1, "tcp://127.0.0.1:1"):
+            pass  # never asked for (the caller failed first): leaving must not raise

@@ -26,6 +26,7 @@ columns, ``rad_*``, ``clin_*``), ``failures.csv`` and ``extract.json``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import importlib.metadata
@@ -36,15 +37,29 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Sequence
 
 from . import __version__
 from .errors import HematomaError, InputError, ManifestError
-from .parallel import DONE, FAILED, SKIPPED, CaseOutcome, CaseStore, check_case_id, file_hashes, fingerprint, one_line, run_cases
+from .parallel import (
+    DONE,
+    FAILED,
+    SKIPPED,
+    CaseOutcome,
+    CaseStore,
+    background_client,
+    check_case_id,
+    default_workers,
+    file_hashes,
+    fingerprint,
+    one_line,
+    run_cases,
+)
 from .storage import atomic_path, sha1_file, write_json
 from .volume import DEFAULT_DEFINITION, get_definition, label_expansion, mask_volume_ml
+
+if TYPE_CHECKING:  # pandas is imported where tables are built: workers never need it
+    import pandas as pd
 
 # The manifest's column names (as in hematoma.cohort, which is imported only by
 # the driver: it pulls in scikit-learn, seconds of start-up per worker process).
@@ -344,6 +359,8 @@ def case_row(record: dict) -> dict[str, Any]:
 
 def feature_table(records: Sequence[dict], clinical: pd.DataFrame | None) -> pd.DataFrame:
     """``patient_id``, meta columns, ``rad_*``, then ``clin_*`` (clinical + baseline volume)."""
+    import pandas as pd
+
     rows = pd.DataFrame([case_row(r) for r in records], columns=None if records else [ID_COLUMN, *META_COLUMNS])
     rows[ID_COLUMN] = rows[ID_COLUMN].astype(str)
     if clinical is not None and len(clinical.columns) > 1:
@@ -393,6 +410,24 @@ def extract_cohort(
         radiomics_params=None if radiomics_params is None else str(Path(radiomics_params).resolve()),
         segmentation_model=None if segmentation_model is None else str(Path(segmentation_model).resolve()),
     )
+    get_definition(definition)  # the cheap checks before any worker starts
+    for path, what in ((manifest_path, "manifest"), (radiomics_params, "pyradiomics parameters file"),
+                       (segmentation_model, "segmentation model")):
+        if path is not None and not Path(path).exists():
+            raise InputError(path, f"{what} not found")
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    workers = default_workers() if workers is None else workers
+    with contextlib.ExitStack() as stack:
+        if client is None and (scheduler or workers > 1):
+            # Workers start while the manifest and settings are read and checked.
+            client = stack.enter_context(background_client(workers, scheduler))
+        return _extract(manifest_path, out, settings, started, workers, scheduler, client,
+                        extra_columns, ignore_columns, show_progress, console)
+
+
+def _extract(manifest_path, out: Path, settings: ExtractSettings, started: float, workers: int, scheduler,
+             client, extra_columns, ignore_columns, show_progress: bool, console) -> ExtractResult:
     _check_settings(settings)
     from .cohort import load_manifest
 
@@ -405,13 +440,11 @@ def extract_cohort(
     from .features.clinical import encode_clinical
 
     clinical = encode_clinical(manifest.table, source=manifest.path, extra_columns=tuple(extra_columns))
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "exists and is not a folder")
     cases_root = (out / "cases").resolve()
     settings_record = settings.record()
     jobs = _jobs(manifest.table, cases_root, settings, settings_record)
     outcomes = run_cases(
-        extract_case, jobs, ids, workers=workers, scheduler=scheduler, client=client,
+        extract_case, jobs, ids, workers=workers, client=client() if callable(client) else client,
         description="extract", show_progress=show_progress, console=console,
     )
 
@@ -426,6 +459,8 @@ def extract_cohort(
         else:
             records.append(record)
     table = feature_table(records, clinical)
+    import pandas as pd
+
     failures = pd.DataFrame(failed, columns=FAILURE_COLUMNS)
     write_table(table, out)
     with atomic_path(out / "failures.csv") as tmp:
