@@ -20,6 +20,7 @@ from hematoma.io import (
     as_3d,
     check_geometry,
     image_to_array,
+    read_geometry,
     read_image,
     read_mask,
     write_image,
@@ -331,6 +332,31 @@ def test_read_mask_checks_geometry_against_the_image(tmp_path, field, change, sh
     assert message.startswith(f"{mask_path}: does not match image {image_path}: {field} ")
     assert shown in message
     assert error.value.path == mask_path
+
+
+@pytest.mark.parametrize("values", [
+    np.zeros(6, np.uint8), np.ones(6, np.uint8), np.array([0, 1, 1], np.uint8), np.array([0, 3, 3], np.int16),
+    np.array([0, 1, 2], np.uint8), np.array([1, 2], np.int8), np.array([-1, 0, 1], np.int16),
+    np.array([0.0, 0.5, 1.0]), np.array([0.0, np.nan]),
+])
+def test_mask_values_shortcut_agrees_with_unique(values):
+    from hematoma.io import _distinct_values
+
+    np.testing.assert_array_equal(_distinct_values(values), np.unique(values))
+
+
+def test_read_geometry_reads_the_header_only_and_checks_like_the_image(tmp_path):
+    image = make_image()
+    image_path = write_image(image, tmp_path / "ct.nii.gz")
+    header = read_geometry(image_path)
+    assert isinstance(header, sitk.ImageFileReader)  # no voxels decompressed
+    mask_path = write_image(make_image(), tmp_path / "mask.nii.gz")
+    read_mask(mask_path, reference=header, reference_path=image_path)  # same grid: accepted
+    shifted = write_image(make_image(origin=(0.0, 1.0, 0.0)), tmp_path / "shifted.nii.gz")
+    with pytest.raises(InputError, match=r"does not match image .*ct.nii.gz: origin"):
+        read_mask(shifted, reference=header, reference_path=image_path)
+    with pytest.raises(InputError, match="no such file"):
+        read_geometry(tmp_path / "absent.nii.gz")
 
 
 def test_check_geometry_tolerates_rounding_and_catches_dimension(tmp_path):

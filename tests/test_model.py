@@ -201,6 +201,33 @@ def test_too_few_patients_of_a_class_is_one_clear_error(table):
         fit_model(build_model("logistic", **SMALL), X, y * 0)
 
 
+def test_quantile_scaling_is_the_default_and_standard_the_papers():
+    from sklearn.preprocessing import StandardScaler
+
+    from hematoma.model import QuantileNormalizer
+
+    assert isinstance(build_model().estimator.named_steps["scale"], QuantileNormalizer)
+    assert isinstance(build_model(scaling="standard").estimator.named_steps["scale"], StandardScaler)
+    with pytest.raises(InputError, match="unknown scaling"):
+        build_model(scaling="minmax")
+
+
+def test_quantile_normalizer_maps_skewed_columns_to_normal_scores_without_warnings():
+    from hematoma.model import QuantileNormalizer
+
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.lognormal(2.5, 0.9, 80), rng.normal(160, 25, 80)])  # volume-like, SBP-like
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 80 rows < 200 quantiles: capped silently
+        normalizer = QuantileNormalizer().fit(X)
+    Z = normalizer.transform(X)
+    assert normalizer.n_quantiles == 200 and normalizer.n_quantiles_ == 80
+    assert abs(Z.mean()) < 0.05 and 0.9 < Z.std() < 1.3  # the sample minimum and maximum land at +-5.2
+    # monotone per column, and a far outlier at prediction time stays bounded
+    assert (np.diff(Z[np.argsort(X[:, 0]), 0]) >= 0).all()
+    assert np.isfinite(normalizer.transform([[1e6, 1e6]])).all() and normalizer.transform([[1e6, 1e6]]).max() < 6
+
+
 def test_svm_model_is_the_papers_pipeline(fitted):
     pipeline = fitted_pipeline(fitted)
     assert list(pipeline.named_steps) == ["groups", "impute", "scale", "select", "clf"]

@@ -156,6 +156,17 @@ def test_every_location_fits_a_large_hematoma(location):
 # -- patients: baseline and follow-up ------------------------------------------------------
 
 
+def test_growth_that_does_not_fit_shrinks_but_keeps_the_label():
+    # Patient 17 of seed 1000: a 37 mL posterior-fossa bleed drawn to expand by ~60 %,
+    # more than the posterior fossa holds; this used to abort the whole cohort.
+    from hematoma.volume import label_expansion, mask_volume_ml
+
+    patient = synthesize_patient(17, seed=1000, size="small")
+    baseline, followup = mask_volume_ml(patient.baseline_mask), mask_volume_ml(patient.followup_mask)
+    assert patient.truth["location"] == "infratentorial"
+    assert label_expansion(baseline, followup) == bool(patient.truth["he"])
+
+
 @pytest.fixture(scope="module")
 def two_patients():
     """The first patient with HE and the first without, of seed 0."""

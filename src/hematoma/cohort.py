@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from .errors import InputError, ManifestError
 from .storage import atomic_path
@@ -189,6 +188,9 @@ def split_cohort(
         raise InputError(None, f"a split needs at least 4 patients, got {len(ids)}")
     index = np.arange(len(ids))
     stratify = _stratify_or_none(labels) if labels is not None else None
+    # Imported here: `hematoma extract` reads manifests and pays ~2 s for scikit-learn otherwise.
+    from sklearn.model_selection import train_test_split
+
     cohort1, cohort2 = train_test_split(index, train_size=cohort1_fraction, random_state=seed, stratify=stratify)
     n2 = len(cohort2)
     if test_size is None:

@@ -205,7 +205,7 @@ def extract_case(job: CaseJob) -> CaseOutcome:
         # threaded workers a warning may land in another case's list.)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            from .io import read_image, read_mask, write_image
+            from .io import read_geometry, read_image, read_mask, write_image
 
             stage = "read"
             ct = read_image(job.baseline_ct)
@@ -216,7 +216,8 @@ def extract_case(job: CaseJob) -> CaseOutcome:
             followup_mask = None
             if job.followup_ct:
                 stage = "followup"
-                followup_ct = read_image(job.followup_ct)
+                # A given follow-up mask is only checked against its CT's grid: the header is enough.
+                followup_ct = read_geometry(job.followup_ct) if job.followup_mask else read_image(job.followup_ct)
                 followup_mask = _mask_for_case(followup_ct, job.followup_ct, job.followup_mask, job.settings.segmentation_model)
             elif job.followup_mask:  # a follow-up volume without its CT: no grid to check against
                 stage = "followup"

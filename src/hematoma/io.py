@@ -334,7 +334,7 @@ def read_mask(path: str | Path, reference: sitk.Image | None = None, reference_p
     path = Path(path)
     mask = read_image(path)
     array = sitk.GetArrayViewFromImage(mask)
-    values = np.unique(array)
+    values = _distinct_values(array)
     if values.size > 2 or (values.size == 2 and values[0] != 0) or np.isnan(values).any():
         shown = _format_values(values[:10]) + (f", ... ({values.size} distinct values)" if values.size > 10 else "")
         raise InputError(path, f"mask is not binary: found values {shown} (expected 0 and one label value)")
@@ -342,6 +342,38 @@ def read_mask(path: str | Path, reference: sitk.Image | None = None, reference_p
     if reference is not None:
         check_geometry(reference, binary, reference_path, path, tolerance=tolerance)
     return binary
+
+
+def _distinct_values(array: np.ndarray) -> np.ndarray:
+    """``np.unique(array)``, without its sort/hash of every voxel for the usual 0/1 integer mask."""
+    if array.dtype.kind in "iub" and array.size:
+        low, high = array.min(), array.max()
+        if low == high:
+            return np.asarray([low])
+        if low == 0 and high == 1:  # two values only, both present: min and max say it (~100x faster)
+            return np.asarray([0, 1], dtype=array.dtype)
+    return np.unique(array)
+
+
+def read_geometry(path: str | Path) -> sitk.ImageFileReader | sitk.Image:
+    """What :func:`check_geometry` needs of an image, reading only the header where the format allows.
+
+    A DICOM file or folder is read whole (:func:`read_image` chooses the series and
+    may resample it); other formats give an ``ImageFileReader`` after
+    ``ReadImageInformation``: a follow-up CT whose mask is given is checked
+    without decompressing its voxels.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    if path.is_dir() or _is_dicom_file(path) or not _name_ends_with(path, WRITE_SUFFIXES):
+        return read_image(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    _sitk_read(path, reader.ReadImageInformation)
+    if reader.GetDimension() != 3:  # 2D or 4D: read_image's own handling decides what the grid is
+        return read_image(path)
+    return reader
 
 
 def check_geometry(image: sitk.Image, mask: sitk.Image, image_path: str | Path | None,

@@ -47,6 +47,7 @@ TRUSTED_TYPES = (
     "hematoma.model.CappedSelectKBest",
     "hematoma.model.FeatureGroupSelector",
     "hematoma.model.ModelSearch",
+    "hematoma.model.QuantileNormalizer",
     "hematoma.model.f_classif_scores",
     "hematoma.model.mutual_info_scores",
     "numpy.dtype",

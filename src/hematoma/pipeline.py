@@ -46,6 +46,7 @@ class RunSettings:
     groups: tuple[str, ...] = GROUPS
     classifier: str = "auto"
     grid: str = "default"
+    scaling: str = "quantile"
     seed: int = 0
     cnn_preset: str = "paper"
     cnn_weights: str = "auto"
@@ -57,7 +58,7 @@ class RunSettings:
 
     def __post_init__(self):
         self.groups = parse_groups(self.groups) or GROUPS
-        TrainSettings(classifier=self.classifier, groups=self.groups, grid=self.grid)  # fail on a bad choice now,
+        TrainSettings(classifier=self.classifier, groups=self.groups, grid=self.grid, scaling=self.scaling)  # fail on a bad choice now,
         if "cnn" in self.groups:  # not after an hour of extraction
             from .features.deep import WEIGHT_CHOICES, preset
 
@@ -249,7 +250,7 @@ def _train(out: Path, settings: RunSettings, stages: _Stages, progress: bool) ->
     start = time.perf_counter()
     model_dir = out / "model"
     train_settings = TrainSettings(protocol="paper", groups=settings.groups, classifier=settings.classifier,
-                                   grid=settings.grid, seed=settings.seed)
+                                   grid=settings.grid, scaling=settings.scaling, seed=settings.seed)
     table = read_features(out).table
     key = fingerprint(table_hash(table), sha1_file(out / "split.csv"), asdict(train_settings))
     try:

@@ -180,6 +180,7 @@ class TrainSettings:
     groups: tuple[str, ...] | None = None  # None: every group the table has
     classifier: str = "auto"
     grid: str = "default"
+    scaling: str = "quantile"
     threshold: str = "fixed"
     seed: int = 0
     outer_splits: int = 5  # nested-cv
@@ -190,15 +191,17 @@ class TrainSettings:
             raise InputError(None, f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         if self.classifier not in CLASSIFIER_NAMES:
             raise InputError(None, f"unknown classifier {self.classifier!r}; choose from auto, svm, logistic, gbm")
-        from .model import GRIDS
+        from .model import GRIDS, SCALERS
 
         if self.grid not in GRIDS:
             raise InputError(None, f"unknown grid {self.grid!r}; choose from {', '.join(GRIDS)}")
+        if self.scaling not in SCALERS:
+            raise InputError(None, f"unknown scaling {self.scaling!r}; choose from {', '.join(SCALERS)}")
         self.groups = parse_groups(self.groups)
 
     def model_kwargs(self, groups, cv: int) -> dict:
         return {"classifier": CLASSIFIER_NAMES[self.classifier], "groups": tuple(groups), "grid": self.grid,
-                "threshold": self.threshold, "seed": self.seed, "cv": cv}
+                "scaling": self.scaling, "threshold": self.threshold, "seed": self.seed, "cv": cv}
 
 
 @dataclass

@@ -33,6 +33,7 @@ def train(
     test: Optional[Path] = typer.Option(None, "--test", help="External validation: fit on FEATURES, test on this other table."),
     classifier: str = typer.Option("auto", "--classifier", help="auto (best of the three by inner CV AUC), svm, logistic or gbm."),
     grid: str = typer.Option("default", "--grid", help="Hyper-parameter grid size: small, default or wide."),
+    scaling: str = typer.Option("quantile", "--scaling", help="Column scaling: quantile (to a normal through training quantiles; robust to skew) or standard (z-scores, the paper's)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split (when made) and of every fit."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --out."),
 ) -> None:
@@ -42,7 +43,7 @@ def train(
 
     protocol = protocol or ("external" if test is not None else "paper")
     settings = TrainSettings(protocol=protocol, label=label, groups=feature_groups, classifier=classifier, grid=grid,
-                             seed=seed)
+                             scaling=scaling, seed=seed)
     result = train_model(features, out, settings, split=split, test=test, overwrite=overwrite, progress=True)
     summary = result.summary
     console.print(f"{protocol} protocol: fitted on {len(result.train_ids)} patients with {', '.join(result.groups)} "
@@ -145,12 +146,13 @@ def run(
     feature_groups: str = typer.Option("rad,clin,cnn", "--features", help="Feature groups of the model: rad, clin, cnn."),
     classifier: str = typer.Option("auto", "--classifier", help="auto, svm, logistic or gbm."),
     grid: str = typer.Option("default", "--grid", help="Hyper-parameter grid size: small, default or wide."),
+    scaling: str = typer.Option("quantile", "--scaling", help="Column scaling: quantile (to a normal through training quantiles; robust to skew) or standard (z-scores, the paper's)."),
 ) -> None:
     """The paper's protocol end to end: extract, CNN on cohort 1, embed, train, evaluate, report."""
     from ..pipeline import RunSettings, run_protocol
 
     settings = RunSettings(workers=workers, scheduler=scheduler, groups=feature_groups, classifier=classifier, grid=grid,
-                           seed=seed, cnn_preset=cnn_preset, cnn_weights=cnn_weights, cnn_epochs=cnn_epochs, device=device)
+                           scaling=scaling, seed=seed, cnn_preset=cnn_preset, cnn_weights=cnn_weights, cnn_epochs=cnn_epochs, device=device)
     result = run_protocol(manifest, out, settings, console=err_console)
     print_result(result)
 

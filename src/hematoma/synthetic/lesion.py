@@ -110,6 +110,15 @@ def draw_hematoma(rng: np.random.Generator, anatomy: HeadAnatomy, location: str,
     )
 
 
+class LesionDoesNotFit(RuntimeError):
+    """The asked-for volume cannot be placed in the allowed brain region (a large posterior-fossa bleed)."""
+
+
+def smallest_growth_ratio(expands: bool, volume_ml: float) -> float:
+    """The least follow-up/baseline ratio that keeps the drawn label: just past 6 mL or 33 % for HE."""
+    return 1.0 + min(0.35, 6.5 / volume_ml) if expands else 1.0
+
+
 def draw_growth(rng: np.random.Generator, hematoma: Hematoma, expands: bool, volume_ml: float) -> tuple[Hematoma, float]:
     """Follow-up lesion and its volume ratio to ``volume_ml`` (the baseline volume).
 
@@ -290,7 +299,7 @@ def render_hematoma(image: np.ndarray, reference: sitk.Image, pose: Pose, head: 
             continue
         break
     else:
-        raise RuntimeError("the hematoma does not fit in the brain")  # not reached with drawn volumes
+        raise LesionDoesNotFit("the hematoma does not fit in the brain")
     box_mask = np.zeros(field.rho.size, dtype=bool)
     box_mask[allowed[field.rho[allowed] <= threshold]] = True
 

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from .clinical import LOCATIONS, draw_patient_variables, patient_stream
-from .lesion import draw_growth, draw_hematoma, render_hematoma
+from .lesion import LesionDoesNotFit, draw_growth, draw_hematoma, render_hematoma, smallest_growth_ratio
 from .phantom import SIZES, RenderedHead, draw_anatomy, render_head
 from .scanner import Pose, draw_pose, follow_up_pose, scan, scanner_reference
 
@@ -43,6 +43,21 @@ def check_size(size: str) -> str:
     return size
 
 
+def _acquire_followup(head, pose, grown, volume_ml: float, ratio: float, expands: bool, size: str, seed: int,
+                      index: int, noise_sd: float):
+    """The follow-up scan; growth that does not fit (a large posterior-fossa bleed) shrinks towards the least
+    growth that keeps the drawn HE label, rather than aborting the whole cohort."""
+    least = smallest_growth_ratio(expands, volume_ml)
+    for step in range(4):
+        tried = ratio - (ratio - least) * step / 3
+        try:
+            return acquire(head, pose, grown, volume_ml * tried, size, patient_stream(seed, index, "noise_followup"),
+                           noise_sd)
+        except LesionDoesNotFit:
+            if step == 3:
+                raise
+
+
 def synthesize_patient(index: int, seed: int = 0, size: str = "full") -> SyntheticPatient:
     """Make patient ``index`` (0-based) of the cohort with this ``seed``."""
     check_size(size)
@@ -60,8 +75,8 @@ def synthesize_patient(index: int, seed: int = 0, size: str = "full") -> Synthet
     noise_sd = float(pose_rng.uniform(4.0, 6.0))  # scanner dose: same protocol for both scans
     baseline_ct, baseline_mask = acquire(head, pose, hematoma, traits["nominal_volume_ml"], size,
                                          patient_stream(seed, index, "noise_baseline"), noise_sd)
-    followup_ct, followup_mask = acquire(head, later_pose, grown, traits["nominal_volume_ml"] * ratio, size,
-                                         patient_stream(seed, index, "noise_followup"), noise_sd)
+    followup_ct, followup_mask = _acquire_followup(head, later_pose, grown, traits["nominal_volume_ml"], ratio,
+                                                   bool(draw["he"]), size, seed, index, noise_sd)
     pid = patient_id(index)
     truth = {
         "patient_id": pid,
