@@ -201,13 +201,13 @@ def test_too_few_patients_of_a_class_is_one_clear_error(table):
         fit_model(build_model("logistic", **SMALL), X, y * 0)
 
 
-def test_quantile_scaling_is_the_default_and_standard_the_papers():
+def test_standard_scaling_is_the_default_and_quantile_an_option():
     from sklearn.preprocessing import StandardScaler
 
     from hematoma.model import QuantileNormalizer
 
-    assert isinstance(build_model().estimator.named_steps["scale"], QuantileNormalizer)
-    assert isinstance(build_model(scaling="standard").estimator.named_steps["scale"], StandardScaler)
+    assert isinstance(build_model().estimator.named_steps["scale"], StandardScaler)
+    assert isinstance(build_model(scaling="quantile").estimator.named_steps["scale"], QuantileNormalizer)
     with pytest.raises(InputError, match="unknown scaling"):
         build_model(scaling="minmax")
 
@@ -226,6 +226,20 @@ def test_quantile_normalizer_maps_skewed_columns_to_normal_scores_without_warnin
     # monotone per column, and a far outlier at prediction time stays bounded
     assert (np.diff(Z[np.argsort(X[:, 0]), 0]) >= 0).all()
     assert np.isfinite(normalizer.transform([[1e6, 1e6]])).all() and normalizer.transform([[1e6, 1e6]]).max() < 6
+
+
+def test_quantile_normalizer_transform_equals_scikit_learns():
+    from sklearn.preprocessing import QuantileTransformer
+
+    from hematoma.model import QuantileNormalizer
+
+    rng = np.random.default_rng(1)
+    X = np.column_stack([rng.lognormal(2.5, 0.9, 90), rng.integers(0, 3, 90), rng.normal(0, 1, 90), np.ones(90)])
+    new = np.vstack([X[:30] * 1.01, [[1e9, -5, 1e9, 1.0]], [[-1e9, 7, -1e9, 0.0]], [[np.nan, 1, 0.0, 1.0]]])
+    ours = QuantileNormalizer(n_quantiles=90).fit(X)
+    theirs = QuantileTransformer(n_quantiles=90, output_distribution="normal", random_state=0).fit(X)
+    np.testing.assert_allclose(ours.transform(new), theirs.transform(new), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(ours.transform(X), theirs.transform(X), rtol=0, atol=1e-9)
 
 
 def test_svm_model_is_the_papers_pipeline(fitted):
@@ -382,11 +396,13 @@ def test_bundle_refuses_untrusted_types(fitted, table, tmp_path):
         save_model(tampered, tmp_path / "other")
 
 
-@pytest.mark.parametrize(("selection", "threshold"), [("f_classif", "youden"), ("mutual_info", "fixed")])
-def test_allow_list_covers_every_model_we_build(selection, threshold):
+@pytest.mark.parametrize(("selection", "threshold", "scaling"),
+                         [("f_classif", "youden", "standard"), ("mutual_info", "fixed", "quantile")])
+def test_allow_list_covers_every_model_we_build(selection, threshold, scaling):
     table = synthetic_table(n=60, n_rad=4, n_clin=2, seed=4)
     X, y = model_inputs(table)
-    model = build_model("auto", k_grid=(2,), cv=2, grid="small", selection=selection, threshold=threshold, threshold_cv=2)
+    model = build_model("auto", k_grid=(2,), cv=2, grid="small", selection=selection, threshold=threshold, threshold_cv=2,
+                        scaling=scaling)
     types = set(sio.get_untrusted_types(data=sio.dumps(model.fit(X, y))))
     if threshold == "fixed":  # our own steps are there
         assert "hematoma.model.CappedSelectKBest" in types

@@ -46,7 +46,7 @@ class RunSettings:
     groups: tuple[str, ...] = GROUPS
     classifier: str = "auto"
     grid: str = "default"
-    scaling: str = "quantile"
+    scaling: str = "standard"
     seed: int = 0
     cnn_preset: str = "paper"
     cnn_weights: str = "auto"

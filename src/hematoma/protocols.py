@@ -180,7 +180,7 @@ class TrainSettings:
     groups: tuple[str, ...] | None = None  # None: every group the table has
     classifier: str = "auto"
     grid: str = "default"
-    scaling: str = "quantile"
+    scaling: str = "standard"
     threshold: str = "fixed"
     seed: int = 0
     outer_splits: int = 5  # nested-cv

@@ -33,7 +33,7 @@ def train(
     test: Optional[Path] = typer.Option(None, "--test", help="External validation: fit on FEATURES, test on this other table."),
     classifier: str = typer.Option("auto", "--classifier", help="auto (best of the three by inner CV AUC), svm, logistic or gbm."),
     grid: str = typer.Option("default", "--grid", help="Hyper-parameter grid size: small, default or wide."),
-    scaling: str = typer.Option("quantile", "--scaling", help="Column scaling: quantile (to a normal through training quantiles; robust to skew) or standard (z-scores, the paper's)."),
+    scaling: str = typer.Option("standard", "--scaling", help="Column scaling: standard (z-scores, the paper's; default) or quantile (to a normal through training quantiles; robust to skew and outliers)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split (when made) and of every fit."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --out."),
 ) -> None:
@@ -146,7 +146,7 @@ def run(
     feature_groups: str = typer.Option("rad,clin,cnn", "--features", help="Feature groups of the model: rad, clin, cnn."),
     classifier: str = typer.Option("auto", "--classifier", help="auto, svm, logistic or gbm."),
     grid: str = typer.Option("default", "--grid", help="Hyper-parameter grid size: small, default or wide."),
-    scaling: str = typer.Option("quantile", "--scaling", help="Column scaling: quantile (to a normal through training quantiles; robust to skew) or standard (z-scores, the paper's)."),
+    scaling: str = typer.Option("standard", "--scaling", help="Column scaling: standard (z-scores, the paper's; default) or quantile (to a normal through training quantiles; robust to skew and outliers)."),
 ) -> None:
     """The paper's protocol end to end: extract, CNN on cohort 1, embed, train, evaluate, report."""
     from ..pipeline import RunSettings, run_protocol
