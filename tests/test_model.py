@@ -309,7 +309,31 @@ def test_youden_threshold_is_tuned_on_training_data(table):
 def test_mutual_information_selection_runs(table):
     X, y = model_inputs(table)
     model = build_model(classifier="logistic", selection="mutual_info", k_grid=(3,), cv=3, grid="small").fit(X, y)
+    assert model_summary(model)["k"] == 3 * 2  # 3 of each group (rad, clin)
+    model = build_model(classifier="logistic", selection="mutual_info", k_grid=(3,), cv=3, grid="small",
+                        selection_scope="all").fit(X, y)
     assert model_summary(model)["k"] == 3
+
+
+def test_group_scope_keeps_the_k_best_of_each_group():
+    rng = np.random.default_rng(5)
+    y = np.r_[np.zeros(40, int), np.ones(20, int)]
+    columns = {f"cnn_{i:04d}": rng.normal(size=60) for i in range(300)}  # noise, many
+    columns["clin_sbp"] = y * 1.0 + rng.normal(scale=1.5, size=60)  # weak real signal
+    columns["clin_age"] = rng.normal(size=60)
+    columns["missingindicator_clin_d_dimer"] = (rng.random(60) < 0.1).astype(float)
+    columns["rad_volume"] = y * 1.5 + rng.normal(size=60)
+    X = pd.DataFrame(columns)
+    grouped = CappedSelectKBest(k=2, scope="group").fit(X, y)
+    kept = list(X.columns[grouped.get_support()])
+    assert grouped.k_ == 5 and "clin_sbp" in kept and "rad_volume" in kept
+    assert sum(c.startswith("cnn_") for c in kept) == 2
+    assert sum(c.startswith(("clin_", "missingindicator_clin_")) for c in kept) == 2
+    overall = CappedSelectKBest(k=5, scope="all").fit(X, y)
+    best_five = np.argsort(overall.scores_)[-5:]
+    assert set(np.flatnonzero(overall.get_support())) == set(best_five)
+    with pytest.raises(ValueError, match="scope"):
+        CappedSelectKBest(scope="each").fit(X, y)
 
 
 # --------------------------------------------------------------------------- bundle

@@ -274,30 +274,59 @@ def mutual_info_scores(X, y):
 
 
 SCORE_FUNCTIONS = {"f_classif": f_classif_scores, "mutual_info": mutual_info_scores}
+INDICATOR_PREFIX = "missingindicator_"  # SimpleImputer's name for an added missing-value indicator
+
+
+def _group_of(name) -> str:
+    name = str(name)
+    name = name[len(INDICATOR_PREFIX):] if name.startswith(INDICATOR_PREFIX) else name
+    return name.split("_", 1)[0]
 
 
 class CappedSelectKBest(SelectorMixin, BaseEstimator):
-    """SelectKBest whose ``k`` adapts to the number of columns seen in fit.
+    """SelectKBest whose ``k`` adapts to the number of columns seen in fit, overall or per feature group.
 
     ``k`` is ``"all"``, an int (capped at the column count, so ``k=50`` on a
     15-column table keeps all 15 instead of failing as ``SelectKBest`` does), or a
-    float in (0, 1] (that fraction of the columns, at least one).  ``k_`` is the
-    count actually used.  Written rather than subclassing ``SelectKBest`` because
-    its parameter validation rejects both the cap and fractions.
+    float in (0, 1] (that fraction of the columns, at least one).
+
+    ``scope="group"`` applies ``k`` within each feature group (``rad_``, ``clin_``,
+    ``cnn_``, read from the column names of a DataFrame input; a missing-value
+    indicator belongs to its variable's group): the best ``k`` radiomics, the best
+    ``k`` clinical and the best ``k`` CNN columns.  With one global ranking (``"all"``,
+    the paper's) the 6144 CNN columns take every place by chance alone on a
+    ~100-patient table (the largest of 6144 noisy F statistics beats the real
+    signal of a few clinical ones); measured on the demo cohort: hybrid test AUC
+    0.43 with the global ranking.  Without column names, or with one group, both
+    scopes are the same.
+
+    ``k_`` is the number of columns kept in all.  Written rather than subclassing
+    ``SelectKBest`` because its parameter validation rejects the cap and fractions.
     """
 
-    def __init__(self, score_func=f_classif_scores, k=10):
+    def __init__(self, score_func=f_classif_scores, k=10, scope="all"):
         self.score_func = score_func
         self.k = k
+        self.scope = scope
 
     def fit(self, X, y):
+        if self.scope not in ("all", "group"):
+            raise ValueError(f"scope must be 'all' or 'group'; got {self.scope!r}")
         X, y = validate_data(self, X, y)
-        n_columns = X.shape[1]
-        self.k_ = self._resolve_k(n_columns)
         scores = self.score_func(X, y)
         scores, pvalues = scores if isinstance(scores, tuple) else (scores, None)
         self.scores_ = np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf)
         self.pvalues_ = None if pvalues is None else np.asarray(pvalues, dtype=float)
+        names = getattr(self, "feature_names_in_", None)
+        groups = np.asarray([_group_of(n) for n in names]) if self.scope == "group" and names is not None else None
+        self.support_ = np.zeros(X.shape[1], dtype=bool)
+        for group in (np.unique(groups) if groups is not None else [None]):
+            columns = np.arange(X.shape[1]) if group is None else np.flatnonzero(groups == group)
+            keep = self._resolve_k(columns.size)
+            if keep:
+                # Stable sort: ties keep column order, as SelectKBest does.
+                self.support_[columns[np.argsort(self.scores_[columns], kind="mergesort")[-keep:]]] = True
+        self.k_ = int(self.support_.sum())
         return self
 
     def _resolve_k(self, n_columns: int) -> int:
@@ -315,12 +344,8 @@ class CappedSelectKBest(SelectorMixin, BaseEstimator):
         raise ValueError(f"k must be 'all', an int or a fraction in (0, 1]; got {k!r}")
 
     def _get_support_mask(self):
-        check_is_fitted(self, "scores_")
-        mask = np.zeros(self.scores_.shape, dtype=bool)
-        if self.k_:
-            # Stable sort: ties keep column order, as SelectKBest does.
-            mask[np.argsort(self.scores_, kind="mergesort")[-self.k_ :]] = True
-        return mask
+        check_is_fitted(self, "support_")
+        return self.support_
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -397,6 +422,7 @@ def build_model(
     threshold_cv: int = 5,
     grid: str = "default",
     scaling: str = "standard",
+    selection_scope: str = "group",
 ):
     """An unfitted estimator: a grid search (:class:`ModelSearch`) over the Pipeline of the module doc.
 
@@ -409,6 +435,9 @@ def build_model(
     grid: size of the classifiers' hyper-parameter grids (``GRIDS``): "small",
         "default" or "wide".
     selection: ``"f_classif"`` (the paper) or ``"mutual_info"``.
+    selection_scope: ``"group"`` (SelectKBest's ``k`` within each feature group;
+        see :class:`CappedSelectKBest`) or ``"all"`` (one ranking of every column,
+        the paper's).
     scaling: ``"standard"`` (z-scores, the paper's) or ``"quantile"`` (each
         column to a normal through its training quantiles; robust to the skewed,
         outlying values of real clinical tables).
@@ -433,6 +462,8 @@ def build_model(
         raise InputError(None, f"class_weight must be None or 'balanced'; got {class_weight!r}")
     if grid not in GRIDS:
         raise InputError(None, f"unknown grid {grid!r}; choose from {sorted(GRIDS)}")
+    if selection_scope not in ("group", "all"):
+        raise InputError(None, f"selection scope must be 'group' or 'all'; got {selection_scope!r}")
     if scaling not in SCALERS:
         raise InputError(None, f"unknown scaling {scaling!r}; choose from {sorted(SCALERS)}")
     if threshold not in ("fixed", "youden"):
@@ -451,10 +482,14 @@ def build_model(
             ("groups", FeatureGroupSelector(groups=_check_groups(groups))),
             ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
             ("scale", SCALERS[scaling]()),
-            ("select", CappedSelectKBest(score_func=SCORE_FUNCTIONS[selection], k=k_values[0])),
+            ("select", CappedSelectKBest(score_func=SCORE_FUNCTIONS[selection], k=k_values[0], scope=selection_scope)),
             ("clf", LogisticRegression()),  # placeholder: every grid sets 'clf'
         ]
     )
+    if selection_scope == "group":
+        # Column names (hence groups) reach the selector only as DataFrame columns.
+        for _, step in pipeline.steps[:3]:
+            step.set_output(transform="pandas")
     search = ModelSearch(
         pipeline,
         _param_grids(classifier, k_values, class_weight, seed, grid),

@@ -33,7 +33,7 @@ from .protocols import ID, LABEL, GROUPS, TrainSettings, parse_groups
 from .storage import atomic_path, sha1_file, write_json
 
 RUN_RECORD = "run.json"
-DEMO_PATIENTS = 120
+DEMO_PATIENTS = 200  # a test part of ~50 patients; ~7 min on 2 idle cores
 DEMO_SIZE = "small"
 
 
@@ -47,6 +47,7 @@ class RunSettings:
     classifier: str = "auto"
     grid: str = "default"
     scaling: str = "standard"
+    selection_scope: str = "group"
     seed: int = 0
     cnn_preset: str = "paper"
     cnn_weights: str = "auto"
@@ -58,7 +59,8 @@ class RunSettings:
 
     def __post_init__(self):
         self.groups = parse_groups(self.groups) or GROUPS
-        TrainSettings(classifier=self.classifier, groups=self.groups, grid=self.grid, scaling=self.scaling)  # fail on a bad choice now,
+        TrainSettings(classifier=self.classifier, groups=self.groups, grid=self.grid, scaling=self.scaling,
+                      selection_scope=self.selection_scope)  # fail on a bad choice now,
         if "cnn" in self.groups:  # not after an hour of extraction
             from .features.deep import WEIGHT_CHOICES, preset
 
@@ -250,7 +252,8 @@ def _train(out: Path, settings: RunSettings, stages: _Stages, progress: bool) ->
     start = time.perf_counter()
     model_dir = out / "model"
     train_settings = TrainSettings(protocol="paper", groups=settings.groups, classifier=settings.classifier,
-                                   grid=settings.grid, scaling=settings.scaling, seed=settings.seed)
+                                   grid=settings.grid, scaling=settings.scaling,
+                                   selection_scope=settings.selection_scope, seed=settings.seed)
     table = read_features(out).table
     key = fingerprint(table_hash(table), sha1_file(out / "split.csv"), asdict(train_settings))
     try:

@@ -181,6 +181,7 @@ class TrainSettings:
     classifier: str = "auto"
     grid: str = "default"
     scaling: str = "standard"
+    selection_scope: str = "group"
     threshold: str = "fixed"
     seed: int = 0
     outer_splits: int = 5  # nested-cv
@@ -195,13 +196,15 @@ class TrainSettings:
 
         if self.grid not in GRIDS:
             raise InputError(None, f"unknown grid {self.grid!r}; choose from {', '.join(GRIDS)}")
+        if self.selection_scope not in ("group", "all"):
+            raise InputError(None, f"unknown selection scope {self.selection_scope!r}; choose from group, all")
         if self.scaling not in SCALERS:
             raise InputError(None, f"unknown scaling {self.scaling!r}; choose from {', '.join(SCALERS)}")
         self.groups = parse_groups(self.groups)
 
     def model_kwargs(self, groups, cv: int) -> dict:
         return {"classifier": CLASSIFIER_NAMES[self.classifier], "groups": tuple(groups), "grid": self.grid,
-                "scaling": self.scaling, "threshold": self.threshold, "seed": self.seed, "cv": cv}
+                "scaling": self.scaling, "selection_scope": self.selection_scope, "threshold": self.threshold, "seed": self.seed, "cv": cv}
 
 
 @dataclass

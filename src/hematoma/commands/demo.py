@@ -13,7 +13,7 @@ err_console = Console(stderr=True)
 
 def demo(
     out: Path = typer.Option(Path("hematoma-demo"), "--out", help="Output folder (a rerun resumes in it)."),
-    patients: int = typer.Option(120, "--patients", min=24, help="Synthetic patients."),
+    patients: int = typer.Option(200, "--patients", min=24, help="Synthetic patients."),
     seed: int = typer.Option(0, "--seed", help="Seed of the cohort, the split, the CNN and every fit."),
     size: str = typer.Option("small", "--size", help="Synthetic scan size: small (fast) or full."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes (default: the cores)."),

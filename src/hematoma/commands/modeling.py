@@ -34,6 +34,7 @@ def train(
     classifier: str = typer.Option("auto", "--classifier", help="auto (best of the three by inner CV AUC), svm, logistic or gbm."),
     grid: str = typer.Option("default", "--grid", help="Hyper-parameter grid size: small, default or wide."),
     scaling: str = typer.Option("standard", "--scaling", help="Column scaling: standard (z-scores, the paper's; default) or quantile (to a normal through training quantiles; robust to skew and outliers)."),
+    selection_scope: str = typer.Option("group", "--select-scope", help="SelectKBest's k: group (the k best of each feature group; default) or all (one ranking of every column, the paper's)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split (when made) and of every fit."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --out."),
 ) -> None:
@@ -43,7 +44,7 @@ def train(
 
     protocol = protocol or ("external" if test is not None else "paper")
     settings = TrainSettings(protocol=protocol, label=label, groups=feature_groups, classifier=classifier, grid=grid,
-                             scaling=scaling, seed=seed)
+                             scaling=scaling, selection_scope=selection_scope, seed=seed)
     result = train_model(features, out, settings, split=split, test=test, overwrite=overwrite, progress=True)
     summary = result.summary
     console.print(f"{protocol} protocol: fitted on {len(result.train_ids)} patients with {', '.join(result.groups)} "
@@ -147,12 +148,13 @@ def run(
     classifier: str = typer.Option("auto", "--classifier", help="auto, svm, logistic or gbm."),
     grid: str = typer.Option("default", "--grid", help="Hyper-parameter grid size: small, default or wide."),
     scaling: str = typer.Option("standard", "--scaling", help="Column scaling: standard (z-scores, the paper's; default) or quantile (to a normal through training quantiles; robust to skew and outliers)."),
+    selection_scope: str = typer.Option("group", "--select-scope", help="SelectKBest's k: group (the k best of each feature group; default) or all (one ranking of every column, the paper's)."),
 ) -> None:
     """The paper's protocol end to end: extract, CNN on cohort 1, embed, train, evaluate, report."""
     from ..pipeline import RunSettings, run_protocol
 
     settings = RunSettings(workers=workers, scheduler=scheduler, groups=feature_groups, classifier=classifier, grid=grid,
-                           scaling=scaling, seed=seed, cnn_preset=cnn_preset, cnn_weights=cnn_weights, cnn_epochs=cnn_epochs, device=device)
+                           scaling=scaling, selection_scope=selection_scope, seed=seed, cnn_preset=cnn_preset, cnn_weights=cnn_weights, cnn_epochs=cnn_epochs, device=device)
     result = run_protocol(manifest, out, settings, console=err_console)
     print_result(result)
 
