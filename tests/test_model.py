@@ -334,6 +334,24 @@ def test_group_scope_keeps_the_k_best_of_each_group():
     assert set(np.flatnonzero(overall.get_support())) == set(best_five)
     with pytest.raises(ValueError, match="scope"):
         CappedSelectKBest(scope="each").fit(X, y)
+    # numpy input (as inside the Pipeline): the groups come from column_groups
+    named = CappedSelectKBest(k=2, scope="group", column_groups=",".join(c.split("_")[0] if not c.startswith("missing")
+                                                                         else "clin" for c in X.columns))
+    assert (named.fit(X.to_numpy(), y).get_support() == grouped.get_support()).all()
+
+
+def test_pipeline_tells_the_selector_each_columns_group_indicators_included(table):
+    X, y = model_inputs(table)
+    assert X.isna().any().any()
+    model = fit_model(build_model(classifier="logistic", k_grid=(2,), cv=3, grid="small"), X, y)
+    pipeline = fitted_pipeline(model)
+    groups = pipeline.named_steps["select"].column_groups.split(",")
+    names = pipeline[:-2].get_feature_names_out()  # the columns reaching the selector
+    assert len(groups) == len(names)
+    assert groups == [str(n).removeprefix("missingindicator_").split("_")[0] for n in names]
+    kept = selected_features(model)
+    assert sum(n.removeprefix("missingindicator_").startswith("rad_") for n in kept) == 2
+    assert sum(n.removeprefix("missingindicator_").startswith("clin_") for n in kept) == 2
 
 
 # --------------------------------------------------------------------------- bundle

@@ -291,8 +291,9 @@ class CappedSelectKBest(SelectorMixin, BaseEstimator):
     float in (0, 1] (that fraction of the columns, at least one).
 
     ``scope="group"`` applies ``k`` within each feature group (``rad_``, ``clin_``,
-    ``cnn_``, read from the column names of a DataFrame input; a missing-value
-    indicator belongs to its variable's group): the best ``k`` radiomics, the best
+    ``cnn_``, read from ``column_groups`` (the groups of the columns, comma-separated,
+    set by :class:`GroupAwarePipeline`) or else the column names of a DataFrame input;
+    a missing-value indicator belongs to its variable's group): the best ``k`` radiomics, the best
     ``k`` clinical and the best ``k`` CNN columns.  With one global ranking (``"all"``,
     the paper's) the 6144 CNN columns take every place by chance alone on a
     ~100-patient table (the largest of 6144 noisy F statistics beats the real
@@ -304,10 +305,11 @@ class CappedSelectKBest(SelectorMixin, BaseEstimator):
     ``SelectKBest`` because its parameter validation rejects the cap and fractions.
     """
 
-    def __init__(self, score_func=f_classif_scores, k=10, scope="all"):
+    def __init__(self, score_func=f_classif_scores, k=10, scope="all", column_groups=None):
         self.score_func = score_func
         self.k = k
         self.scope = scope
+        self.column_groups = column_groups
 
     def fit(self, X, y):
         if self.scope not in ("all", "group"):
@@ -317,8 +319,16 @@ class CappedSelectKBest(SelectorMixin, BaseEstimator):
         scores, pvalues = scores if isinstance(scores, tuple) else (scores, None)
         self.scores_ = np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf)
         self.pvalues_ = None if pvalues is None else np.asarray(pvalues, dtype=float)
-        names = getattr(self, "feature_names_in_", None)
-        groups = np.asarray([_group_of(n) for n in names]) if self.scope == "group" and names is not None else None
+        if self.scope != "group":
+            groups = None
+        elif self.column_groups is not None:
+            groups = np.asarray(self.column_groups.split(",") if isinstance(self.column_groups, str) else self.column_groups)
+        elif hasattr(self, "feature_names_in_"):
+            groups = np.asarray([_group_of(n) for n in self.feature_names_in_])
+        else:
+            groups = None
+        if groups is not None and groups.size != X.shape[1]:
+            raise ValueError(f"column_groups names {groups.size} columns; X has {X.shape[1]}")
         self.support_ = np.zeros(X.shape[1], dtype=bool)
         for group in (np.unique(groups) if groups is not None else [None]):
             columns = np.arange(X.shape[1]) if group is None else np.flatnonzero(groups == group)
@@ -354,6 +364,33 @@ class CappedSelectKBest(SelectorMixin, BaseEstimator):
 
 
 # --------------------------------------------------------------------------- the model
+
+
+class GroupAwarePipeline(Pipeline):
+    """The model's Pipeline; tells its ``select`` step which feature group each of its input columns is.
+
+    The columns reach SelectKBest as a numpy array (after imputation and
+    scaling), so their names are gone; passing DataFrames between the steps
+    instead (``set_output``) made a 6000-column fit ~10x slower (scikit-learn
+    checks a DataFrame's dtypes column by column on every call).  The columns
+    reaching ``select`` are known from the training table: the group step's
+    columns, then one missing-value indicator for each of those with a missing
+    value (SimpleImputer's ``features="missing-only"``).
+    """
+
+    def fit(self, X, y=None, **params):
+        select = self.named_steps.get("select")
+        if isinstance(select, CappedSelectKBest) and select.scope == "group" and isinstance(X, pd.DataFrame):
+            columns = feature_columns(X, self.named_steps["groups"].groups)  # what the groups step keeps
+            try:
+                missing = np.isnan(X[columns].to_numpy(dtype=float)).any(axis=0).tolist()
+            except (TypeError, ValueError):  # text columns: the groups step raises the clear error
+                missing = [False] * len(columns)
+            imputer = self.named_steps.get("impute")
+            indicators = [c for c, m in zip(columns, missing) if m] if getattr(imputer, "add_indicator", False) else []
+            # One string, not a tuple of thousands: scikit-learn's clone copies a tuple item by item.
+            select.set_params(column_groups=",".join(_group_of(c) for c in [*columns, *indicators]))
+        return super().fit(X, y, **params)
 
 
 class ModelSearch(GridSearchCV):
@@ -477,7 +514,7 @@ def build_model(
             CappedSelectKBest(k=k)._resolve_k(1)
         except ValueError as error:
             raise InputError(None, str(error)) from None
-    pipeline = Pipeline(
+    pipeline = GroupAwarePipeline(
         [
             ("groups", FeatureGroupSelector(groups=_check_groups(groups))),
             ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
@@ -486,10 +523,6 @@ def build_model(
             ("clf", LogisticRegression()),  # placeholder: every grid sets 'clf'
         ]
     )
-    if selection_scope == "group":
-        # Column names (hence groups) reach the selector only as DataFrame columns.
-        for _, step in pipeline.steps[:3]:
-            step.set_output(transform="pandas")
     search = ModelSearch(
         pipeline,
         _param_grids(classifier, k_values, class_weight, seed, grid),

@@ -46,6 +46,7 @@ VERSIONED_PACKAGES = ("scikit-learn", "numpy", "scipy", "pandas", "skops", "hema
 TRUSTED_TYPES = (
     "hematoma.model.CappedSelectKBest",
     "hematoma.model.FeatureGroupSelector",
+    "hematoma.model.GroupAwarePipeline",
     "hematoma.model.ModelSearch",
     "hematoma.model.QuantileNormalizer",
     "hematoma.model.f_classif_scores",
