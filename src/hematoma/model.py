@@ -240,7 +240,6 @@ class QuantileNormalizer(QuantileTransformer):
             uniform[X + _BOUNDS > quantiles[-1]] = 1.0
             uniform[X - _BOUNDS < quantiles[0]] = 0.0
             normal = special.ndtri(uniform)
-        uniform = None
         normal[np.isnan(X)] = np.nan
         return np.clip(normal, _NORMAL_CLIP[0], _NORMAL_CLIP[1])
 
@@ -251,6 +250,7 @@ _NORMAL_CLIP = (special.ndtri(_BOUNDS - np.spacing(1)), special.ndtri(1 - (_BOUN
 
 
 SCALERS = {"quantile": QuantileNormalizer, "standard": StandardScaler}
+SELECTION_SCOPES = ("group", "all")  # SelectKBest's k: within each feature group, or over every column
 
 
 # --------------------------------------------------------------------------- selection
@@ -312,8 +312,8 @@ class CappedSelectKBest(SelectorMixin, BaseEstimator):
         self.column_groups = column_groups
 
     def fit(self, X, y):
-        if self.scope not in ("all", "group"):
-            raise ValueError(f"scope must be 'all' or 'group'; got {self.scope!r}")
+        if self.scope not in SELECTION_SCOPES:
+            raise ValueError(f"scope must be one of {SELECTION_SCOPES}; got {self.scope!r}")
         X, y = validate_data(self, X, y)
         scores = self.score_func(X, y)
         scores, pvalues = scores if isinstance(scores, tuple) else (scores, None)
@@ -322,7 +322,7 @@ class CappedSelectKBest(SelectorMixin, BaseEstimator):
         if self.scope != "group":
             groups = None
         elif self.column_groups is not None:
-            groups = np.asarray(self.column_groups.split(",") if isinstance(self.column_groups, str) else self.column_groups)
+            groups = np.asarray(self.column_groups.split(","))
         elif hasattr(self, "feature_names_in_"):
             groups = np.asarray([_group_of(n) for n in self.feature_names_in_])
         else:
@@ -499,8 +499,8 @@ def build_model(
         raise InputError(None, f"class_weight must be None or 'balanced'; got {class_weight!r}")
     if grid not in GRIDS:
         raise InputError(None, f"unknown grid {grid!r}; choose from {sorted(GRIDS)}")
-    if selection_scope not in ("group", "all"):
-        raise InputError(None, f"selection scope must be 'group' or 'all'; got {selection_scope!r}")
+    if selection_scope not in SELECTION_SCOPES:
+        raise InputError(None, f"unknown selection scope {selection_scope!r}; choose from {', '.join(SELECTION_SCOPES)}")
     if scaling not in SCALERS:
         raise InputError(None, f"unknown scaling {scaling!r}; choose from {sorted(SCALERS)}")
     if threshold not in ("fixed", "youden"):

@@ -192,12 +192,12 @@ class TrainSettings:
             raise InputError(None, f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         if self.classifier not in CLASSIFIER_NAMES:
             raise InputError(None, f"unknown classifier {self.classifier!r}; choose from auto, svm, logistic, gbm")
-        from .model import GRIDS, SCALERS
+        from .model import GRIDS, SCALERS, SELECTION_SCOPES
 
         if self.grid not in GRIDS:
             raise InputError(None, f"unknown grid {self.grid!r}; choose from {', '.join(GRIDS)}")
-        if self.selection_scope not in ("group", "all"):
-            raise InputError(None, f"unknown selection scope {self.selection_scope!r}; choose from group, all")
+        if self.selection_scope not in SELECTION_SCOPES:
+            raise InputError(None, f"unknown selection scope {self.selection_scope!r}; choose from {', '.join(SELECTION_SCOPES)}")
         if self.scaling not in SCALERS:
             raise InputError(None, f"unknown scaling {self.scaling!r}; choose from {', '.join(SCALERS)}")
         self.groups = parse_groups(self.groups)

@@ -13,6 +13,10 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 _FEATURES_HELP = "Feature groups: comma-separated of rad, clin, cnn (default: every group the table has)."
+_SCALING_HELP = ("Column scaling: standard (z-scores, the paper's; default) or quantile (to a normal through training "
+                 "quantiles; robust to skew and outliers).")
+_SCOPE_HELP = ("SelectKBest's k: group (the k best of each feature group; default) or all (one ranking of every column, "
+               "the paper's).")
 _TABLE_HELP = "features.csv/.parquet, or the OUT folder of `hematoma extract` / `hematoma run`."
 
 
@@ -33,8 +37,8 @@ def train(
     test: Optional[Path] = typer.Option(None, "--test", help="External validation: fit on FEATURES, test on this other table."),
     classifier: str = typer.Option("auto", "--classifier", help="auto (best of the three by inner CV AUC), svm, logistic or gbm."),
     grid: str = typer.Option("default", "--grid", help="Hyper-parameter grid size: small, default or wide."),
-    scaling: str = typer.Option("standard", "--scaling", help="Column scaling: standard (z-scores, the paper's; default) or quantile (to a normal through training quantiles; robust to skew and outliers)."),
-    selection_scope: str = typer.Option("group", "--select-scope", help="SelectKBest's k: group (the k best of each feature group; default) or all (one ranking of every column, the paper's)."),
+    scaling: str = typer.Option("standard", "--scaling", help=_SCALING_HELP),
+    selection_scope: str = typer.Option("group", "--select-scope", help=_SCOPE_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the split (when made) and of every fit."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --out."),
 ) -> None:
@@ -147,14 +151,15 @@ def run(
     feature_groups: str = typer.Option("rad,clin,cnn", "--features", help="Feature groups of the model: rad, clin, cnn."),
     classifier: str = typer.Option("auto", "--classifier", help="auto, svm, logistic or gbm."),
     grid: str = typer.Option("default", "--grid", help="Hyper-parameter grid size: small, default or wide."),
-    scaling: str = typer.Option("standard", "--scaling", help="Column scaling: standard (z-scores, the paper's; default) or quantile (to a normal through training quantiles; robust to skew and outliers)."),
-    selection_scope: str = typer.Option("group", "--select-scope", help="SelectKBest's k: group (the k best of each feature group; default) or all (one ranking of every column, the paper's)."),
+    scaling: str = typer.Option("standard", "--scaling", help=_SCALING_HELP),
+    selection_scope: str = typer.Option("group", "--select-scope", help=_SCOPE_HELP),
 ) -> None:
     """The paper's protocol end to end: extract, CNN on cohort 1, embed, train, evaluate, report."""
     from ..pipeline import RunSettings, run_protocol
 
     settings = RunSettings(workers=workers, scheduler=scheduler, groups=feature_groups, classifier=classifier, grid=grid,
-                           scaling=scaling, selection_scope=selection_scope, seed=seed, cnn_preset=cnn_preset, cnn_weights=cnn_weights, cnn_epochs=cnn_epochs, device=device)
+                           scaling=scaling, selection_scope=selection_scope, seed=seed, cnn_preset=cnn_preset,
+                           cnn_weights=cnn_weights, cnn_epochs=cnn_epochs, device=device)
     result = run_protocol(manifest, out, settings, console=err_console)
     print_result(result)
 

@@ -20,9 +20,7 @@ from sklearn.inspection import permutation_importance
 from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
-from ..model import fitted_pipeline, model_inputs, selected_features
-
-INDICATOR_PREFIX = "missingindicator_"
+from ..model import INDICATOR_PREFIX, fitted_pipeline, model_inputs, selected_features
 
 
 class _ColumnSubsetModel(ClassifierMixin, BaseEstimator):
