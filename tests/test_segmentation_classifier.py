@@ -187,3 +187,13 @@ def test_each_estimator_kind_round_trips(name, tmp_path):
     # allclose: a forest sums its trees in parallel, in no fixed order
     assert np.allclose(loaded.classifier.predict_proba(X), classifier.predict_proba(X), atol=1e-12)
     assert loaded.classifier.selected_estimator_ == name
+
+
+def test_segmenting_does_not_import_the_model_file_stack():
+    # skops pulls in torch (seconds per worker process); only saving and loading a model need it.
+    import subprocess
+    import sys
+
+    code = "import sys, hematoma.segmentation; print(sorted(m for m in ('skops', 'torch') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

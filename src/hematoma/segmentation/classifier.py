@@ -26,7 +26,6 @@ from typing import Iterable
 
 import numpy as np
 import SimpleITK as sitk
-import skops.io
 import sklearn
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
@@ -203,6 +202,8 @@ class HemorrhageSegmentationModel:
         from ..storage import atomic_path
 
         with atomic_path(folder / MODEL_FILE) as temporary:
+            import skops.io  # here, not at the top: it imports torch (~5 s), which segmenting never needs
+
             skops.io.dump(self.classifier, temporary)
         settings = dict(self.settings)
         settings.update(
@@ -233,6 +234,8 @@ class HemorrhageSegmentationModel:
             if settings.get(key) != expected:
                 raise InputError(settings_path, f"the model was trained with {key} = {settings.get(key)!r}, but this version "
                                                 f"of hematoma ({__version__}) uses {expected!r}; retrain it with `hematoma segment-train`")
+        import skops.io  # see save()
+
         untrusted = skops.io.get_untrusted_types(file=model_path)
         unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
         if unexpected:
