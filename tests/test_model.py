@@ -354,6 +354,58 @@ def test_pipeline_tells_the_selector_each_columns_group_indicators_included(tabl
     assert sum(n.removeprefix("missingindicator_").startswith("clin_") for n in kept) == 2
 
 
+def test_group_k_overrides_k_for_named_groups():
+    rng = np.random.default_rng(6)
+    y = np.r_[np.zeros(30, int), np.ones(30, int)]
+    X = pd.DataFrame({**{f"cnn_{i:04d}": rng.normal(size=60) + y for i in range(20)},
+                      **{f"rad_f{i}": rng.normal(size=60) for i in range(4)},
+                      **{f"clin_v{i}": rng.normal(size=60) for i in range(4)}})
+    selector = CappedSelectKBest(k=2, scope="group", group_k={"cnn": 0}).fit(X, y)
+    kept = list(X.columns[selector.get_support()])
+    assert selector.k_ == 4 and not any(c.startswith("cnn_") for c in kept)
+    assert sum(c.startswith("rad_") for c in kept) == 2
+    more = CappedSelectKBest(k=1, scope="group", group_k={"cnn": 5}).fit(X, y)
+    assert sum(c.startswith("cnn_") for c in X.columns[more.get_support()]) == 5 and more.k_ == 7
+
+
+def test_search_may_leave_out_an_optional_group_only_where_there_is_a_choice():
+    with_cnn = synthetic_table(n_cnn=40)
+    X, y = model_inputs(with_cnn)
+    model = fit_model(build_model(classifier="logistic", **SMALL), X, y)
+    options = {str(p.get("select__group_k")) for p in model.cv_results_["params"]}
+    assert options == {"None", "{'cnn': 0}"}
+    summary = model_summary(model)
+    dropped = model.best_params_.get("select__group_k") == {"cnn": 0}
+    assert summary["groups_used"] == (["rad", "clin"] if dropped else ["rad", "clin", "cnn"])
+    # forced in (the paper's fusion), or nothing to drop: one candidate per setting, no group_k
+    forced = fit_model(build_model(classifier="logistic", optional_groups=(), **SMALL), X, y)
+    assert len(forced.cv_results_["params"]) * 2 == len(model.cv_results_["params"])
+    assert model_summary(forced)["groups_used"] == ["rad", "clin", "cnn"]
+    without_cnn = fit_model(build_model(classifier="logistic", **SMALL), *model_inputs(synthetic_table()))
+    assert len(without_cnn.cv_results_["params"]) == len(forced.cv_results_["params"])
+    only_cnn = fit_model(build_model(classifier="logistic", groups=("cnn",), **SMALL), X, y)
+    assert len(only_cnn.cv_results_["params"]) == len(forced.cv_results_["params"])
+    with pytest.raises(InputError, match="optional group"):
+        build_model(optional_groups=("deep",))
+
+
+def test_noise_cnn_columns_are_left_out_and_do_not_cost_auc():
+    # 150 noise "CNN" columns beside a real signal: forced in they cost AUC; the search leaves them out
+    from sklearn.metrics import roc_auc_score
+
+    table = synthetic_table(n=240, n_rad=6, n_clin=4, n_cnn=150, informative=3, missing=0.0, seed=3)
+    train, test = table.iloc[:120], table.iloc[120:]
+    X, y = model_inputs(train)
+    X_test, y_test = model_inputs(test)
+    kwargs = dict(classifier="logistic", k_grid=(3, "all"), cv=3, grid="small")
+    chosen = fit_model(build_model(**kwargs), X, y)
+    forced = fit_model(build_model(optional_groups=(), **kwargs), X, y)
+    assert model_summary(chosen)["groups_used"] == ["rad", "clin"]
+    auc_chosen = roc_auc_score(y_test, chosen.predict_proba(X_test)[:, 1])
+    auc_forced = roc_auc_score(y_test, forced.predict_proba(X_test)[:, 1])
+    assert auc_chosen > auc_forced  # 0.945 vs 0.903 when written
+
+
 # --------------------------------------------------------------------------- bundle
 
 

@@ -48,6 +48,7 @@ class RunSettings:
     grid: str = "default"
     scaling: str = "standard"
     selection_scope: str = "group"
+    optional_groups: tuple[str, ...] | str = ("cnn",)
     seed: int = 0
     cnn_preset: str = "paper"
     cnn_weights: str = "auto"
@@ -59,8 +60,10 @@ class RunSettings:
 
     def __post_init__(self):
         self.groups = parse_groups(self.groups) or GROUPS
-        TrainSettings(classifier=self.classifier, groups=self.groups, grid=self.grid, scaling=self.scaling,
-                      selection_scope=self.selection_scope)  # fail on a bad choice now,
+        self.optional_groups = TrainSettings(
+            classifier=self.classifier, groups=self.groups, grid=self.grid, scaling=self.scaling,
+            selection_scope=self.selection_scope, optional_groups=self.optional_groups,
+        ).optional_groups  # fail on a bad choice now,
         if "cnn" in self.groups:  # not after an hour of extraction
             from .features.deep import WEIGHT_CHOICES, preset
 
@@ -253,7 +256,8 @@ def _train(out: Path, settings: RunSettings, stages: _Stages, progress: bool) ->
     model_dir = out / "model"
     train_settings = TrainSettings(protocol="paper", groups=settings.groups, classifier=settings.classifier,
                                    grid=settings.grid, scaling=settings.scaling,
-                                   selection_scope=settings.selection_scope, seed=settings.seed)
+                                   selection_scope=settings.selection_scope, optional_groups=settings.optional_groups,
+                                   seed=settings.seed)
     table = read_features(out).table
     key = fingerprint(table_hash(table), sha1_file(out / "split.csv"), asdict(train_settings))
     try:
@@ -267,7 +271,8 @@ def _train(out: Path, settings: RunSettings, stages: _Stages, progress: bool) ->
                    extra_settings={"run_fingerprint": key})
     test = (result.evaluation or {}).get("test") or {}
     stages.done("train", "done", time.perf_counter() - start,
-                f"{result.summary['classifier']} on {len(result.train_ids)} patients, k={result.summary['k']}",
+                f"{result.summary['classifier']} on {len(result.train_ids)} patients, k={result.summary['k']}, "
+                f"groups used: {'+'.join(result.summary.get('groups_used', []))}",
                 fingerprint=key, test_auc=test.get("auc"))
     return model_dir, "done"
 

@@ -120,6 +120,17 @@ def parse_groups(groups) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(items))
 
 
+def parse_optional_groups(groups) -> tuple[str, ...]:
+    """``"cnn"``, ``"cnn,rad"`` or a sequence -> a tuple; ``"none"``, ``""`` or None -> ``()`` (every group kept)."""
+    if groups is None or (isinstance(groups, str) and groups.strip().lower() in ("", "none")):
+        return ()
+    items = [g.strip() for g in (groups.split(",") if isinstance(groups, str) else groups) if g and g.strip()]
+    unknown = [g for g in items if g not in GROUPS]
+    if unknown:
+        raise InputError(None, f"--optional-groups: unknown feature group(s) {unknown}; choose from {', '.join(GROUPS)} or none")
+    return tuple(dict.fromkeys(items))
+
+
 def groups_in(table: pd.DataFrame, groups: tuple[str, ...] | None, where=None) -> tuple[str, ...]:
     """The groups to use: all present when ``groups`` is None, else those asked (each must be present)."""
     from .model import feature_columns
@@ -182,6 +193,7 @@ class TrainSettings:
     grid: str = "default"
     scaling: str = "standard"
     selection_scope: str = "group"
+    optional_groups: tuple[str, ...] = ("cnn",)  # groups the search may drop (see build_model)
     threshold: str = "fixed"
     seed: int = 0
     outer_splits: int = 5  # nested-cv
@@ -201,10 +213,12 @@ class TrainSettings:
         if self.scaling not in SCALERS:
             raise InputError(None, f"unknown scaling {self.scaling!r}; choose from {', '.join(SCALERS)}")
         self.groups = parse_groups(self.groups)
+        self.optional_groups = parse_optional_groups(self.optional_groups)
 
     def model_kwargs(self, groups, cv: int) -> dict:
         return {"classifier": CLASSIFIER_NAMES[self.classifier], "groups": tuple(groups), "grid": self.grid,
-                "scaling": self.scaling, "selection_scope": self.selection_scope, "threshold": self.threshold, "seed": self.seed, "cv": cv}
+                "scaling": self.scaling, "selection_scope": self.selection_scope,
+                "optional_groups": self.optional_groups, "threshold": self.threshold, "seed": self.seed, "cv": cv}
 
 
 @dataclass

@@ -17,6 +17,8 @@ _SCALING_HELP = ("Column scaling: standard (z-scores, the paper's; default) or q
                  "quantiles; robust to skew and outliers).")
 _SCOPE_HELP = ("SelectKBest's k: group (the k best of each feature group; default) or all (one ranking of every column, "
                "the paper's).")
+_OPTIONAL_HELP = ("Feature groups the inner CV may leave out of the model altogether when they do not help "
+                  "(default: cnn); none keeps every group in (the paper's fusion).")
 _TABLE_HELP = "features.csv/.parquet, or the OUT folder of `hematoma extract` / `hematoma run`."
 
 
@@ -39,6 +41,7 @@ def train(
     grid: str = typer.Option("default", "--grid", help="Hyper-parameter grid size: small, default or wide."),
     scaling: str = typer.Option("standard", "--scaling", help=_SCALING_HELP),
     selection_scope: str = typer.Option("group", "--select-scope", help=_SCOPE_HELP),
+    optional_groups: str = typer.Option("cnn", "--optional-groups", help=_OPTIONAL_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the split (when made) and of every fit."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --out."),
 ) -> None:
@@ -48,12 +51,14 @@ def train(
 
     protocol = protocol or ("external" if test is not None else "paper")
     settings = TrainSettings(protocol=protocol, label=label, groups=feature_groups, classifier=classifier, grid=grid,
-                             scaling=scaling, selection_scope=selection_scope, seed=seed)
+                             scaling=scaling, selection_scope=selection_scope, optional_groups=optional_groups, seed=seed)
     result = train_model(features, out, settings, split=split, test=test, overwrite=overwrite, progress=True)
     summary = result.summary
+    dropped = [g for g in summary.get("groups_present", []) if g not in summary.get("groups_used", summary.get("groups_present", []))]
     console.print(f"{protocol} protocol: fitted on {len(result.train_ids)} patients with {', '.join(result.groups)} "
                   f"features; chose {summary['classifier']} with k={summary['k']} "
-                  f"(inner CV AUC {summary.get('inner_cv_auc', float('nan')):.3f})", highlight=False)
+                  f"(inner CV AUC {summary.get('inner_cv_auc', float('nan')):.3f})"
+                  + (f"; left out by the inner CV: {', '.join(dropped)}" if dropped else ""), highlight=False)
     evaluation = result.evaluation or {}
     held_out = evaluation.get("test") or {}
     if held_out.get("auc") is not None:
@@ -153,12 +158,14 @@ def run(
     grid: str = typer.Option("default", "--grid", help="Hyper-parameter grid size: small, default or wide."),
     scaling: str = typer.Option("standard", "--scaling", help=_SCALING_HELP),
     selection_scope: str = typer.Option("group", "--select-scope", help=_SCOPE_HELP),
+    optional_groups: str = typer.Option("cnn", "--optional-groups", help=_OPTIONAL_HELP),
 ) -> None:
     """The paper's protocol end to end: extract, CNN on cohort 1, embed, train, evaluate, report."""
     from ..pipeline import RunSettings, run_protocol
 
     settings = RunSettings(workers=workers, scheduler=scheduler, groups=feature_groups, classifier=classifier, grid=grid,
-                           scaling=scaling, selection_scope=selection_scope, seed=seed, cnn_preset=cnn_preset,
+                           scaling=scaling, selection_scope=selection_scope, optional_groups=optional_groups, seed=seed,
+                           cnn_preset=cnn_preset,
                            cnn_weights=cnn_weights, cnn_epochs=cnn_epochs, device=device)
     result = run_protocol(manifest, out, settings, console=err_console)
     print_result(result)

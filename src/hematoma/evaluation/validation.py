@@ -159,6 +159,7 @@ def ablation(
                     "n_columns": len(feature_columns(train_table, groups)),
                     "classifier": summary["classifier"],
                     "k": summary["k"],
+                    "groups_used": "+".join(summary["groups_used"]),
                     "inner_cv_auc": summary.get("inner_cv_auc"),
                     "auc": interval["auc"],
                     "auc_lower": interval["lower"],

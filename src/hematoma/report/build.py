@@ -90,6 +90,8 @@ def ablation_table(ablation: pd.DataFrame) -> pd.DataFrame:
             "AP": row.get("average_precision") if ok else None,
             "p vs model (DeLong)": row.get("p_vs_reference") if ok else None,
             "classifier": row.get("classifier") if ok else "", "k": row.get("k") if ok else None,
+            # A group the inner CV left out (the CNN's, when it did not help) is absent here.
+            "groups used": row.get("groups_used", "") if ok else "",
             "note": row.get("note") or ("" if ok else row.get("status", "")),
         })
     return pd.DataFrame(rows)
