@@ -371,19 +371,19 @@ def test_group_k_overrides_k_for_named_groups():
 def test_search_may_leave_out_an_optional_group_only_where_there_is_a_choice():
     with_cnn = synthetic_table(n_cnn=40)
     X, y = model_inputs(with_cnn)
-    model = fit_model(build_model(classifier="logistic", **SMALL), X, y)
+    model = fit_model(build_model(classifier="logistic", optional_groups=("cnn",), **SMALL), X, y)
     options = {str(p.get("select__group_k")) for p in model.cv_results_["params"]}
     assert options == {"None", "{'cnn': 0}"}
     summary = model_summary(model)
     dropped = model.best_params_.get("select__group_k") == {"cnn": 0}
     assert summary["groups_used"] == (["rad", "clin"] if dropped else ["rad", "clin", "cnn"])
-    # forced in (the paper's fusion), or nothing to drop: one candidate per setting, no group_k
-    forced = fit_model(build_model(classifier="logistic", optional_groups=(), **SMALL), X, y)
+    # forced in (the paper's fusion; the default), or nothing to drop: one candidate per setting, no group_k
+    forced = fit_model(build_model(classifier="logistic", **SMALL), X, y)
     assert len(forced.cv_results_["params"]) * 2 == len(model.cv_results_["params"])
     assert model_summary(forced)["groups_used"] == ["rad", "clin", "cnn"]
-    without_cnn = fit_model(build_model(classifier="logistic", **SMALL), *model_inputs(synthetic_table()))
+    without_cnn = fit_model(build_model(classifier="logistic", optional_groups=("cnn",), **SMALL), *model_inputs(synthetic_table()))
     assert len(without_cnn.cv_results_["params"]) == len(forced.cv_results_["params"])
-    only_cnn = fit_model(build_model(classifier="logistic", groups=("cnn",), **SMALL), X, y)
+    only_cnn = fit_model(build_model(classifier="logistic", groups=("cnn",), optional_groups=("cnn",), **SMALL), X, y)
     assert len(only_cnn.cv_results_["params"]) == len(forced.cv_results_["params"])
     with pytest.raises(InputError, match="optional group"):
         build_model(optional_groups=("deep",))
@@ -398,8 +398,8 @@ def test_noise_cnn_columns_are_left_out_and_do_not_cost_auc():
     X, y = model_inputs(train)
     X_test, y_test = model_inputs(test)
     kwargs = dict(classifier="logistic", k_grid=(3, "all"), cv=3, grid="small")
-    chosen = fit_model(build_model(**kwargs), X, y)
-    forced = fit_model(build_model(optional_groups=(), **kwargs), X, y)
+    chosen = fit_model(build_model(optional_groups=("cnn",), **kwargs), X, y)
+    forced = fit_model(build_model(**kwargs), X, y)
     assert model_summary(chosen)["groups_used"] == ["rad", "clin"]
     auc_chosen = roc_auc_score(y_test, chosen.predict_proba(X_test)[:, 1])
     auc_forced = roc_auc_score(y_test, forced.predict_proba(X_test)[:, 1])

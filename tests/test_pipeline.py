@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hematoma.cli import app
+from hematoma.model_bundle import load_model
 from hematoma.pipeline import RunSettings, run_protocol
 from hematoma.report.build import FIGURES, SECTIONS
 
@@ -205,6 +206,22 @@ def test_train_paper_then_evaluate_cli(synthetic_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert (report / "report.html").is_file() and (report / "roc.png").is_file()
     assert "oracle AUC" in result.output
+
+
+def test_optional_groups_reach_the_search_and_the_summary_names_the_groups_used(table_with_fake_cnn, tmp_path):
+    model = tmp_path / "optional"
+    result = runner.invoke(app, ["train", str(table_with_fake_cnn), "--out", str(model), "--classifier", "logistic",
+                                 "--grid", "small", "--optional-groups", "cnn"])
+    assert result.exit_code == 0, result.output
+    bundle = _bundle(model)
+    assert bundle["settings"]["optional_groups"] == ["cnn"]
+    used = bundle["summary"]["groups_used"]
+    assert used in (["rad", "clin"], ["rad", "clin", "cnn"])
+    assert ("left out by the inner CV: cnn" in " ".join(result.output.split())) == ("cnn" not in used)
+    search = load_model(model).estimator
+    assert {str(p.get("select__group_k")) for p in search.cv_results_["params"]} == {"None", "{'cnn': 0}"}
+    result = runner.invoke(app, ["train", str(table_with_fake_cnn), "--out", str(tmp_path / "m2"), "--optional-groups", "deep"])
+    assert "unknown feature group" in _one_line_error(result)
 
 
 def test_nested_cv_leaves_cnn_features_out_with_a_message(table_with_fake_cnn, tmp_path):

@@ -48,7 +48,7 @@ class RunSettings:
     grid: str = "default"
     scaling: str = "standard"
     selection_scope: str = "group"
-    optional_groups: tuple[str, ...] | str = ("cnn",)
+    optional_groups: tuple[str, ...] | str = ()
     seed: int = 0
     cnn_preset: str = "paper"
     cnn_weights: str = "auto"

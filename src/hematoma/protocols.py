@@ -193,7 +193,7 @@ class TrainSettings:
     grid: str = "default"
     scaling: str = "standard"
     selection_scope: str = "group"
-    optional_groups: tuple[str, ...] = ("cnn",)  # groups the search may drop (see build_model)
+    optional_groups: tuple[str, ...] = ()  # groups the search may drop (see build_model)
     threshold: str = "fixed"
     seed: int = 0
     outer_splits: int = 5  # nested-cv

@@ -17,8 +17,8 @@ _SCALING_HELP = ("Column scaling: standard (z-scores, the paper's; default) or q
                  "quantiles; robust to skew and outliers).")
 _SCOPE_HELP = ("SelectKBest's k: group (the k best of each feature group; default) or all (one ranking of every column, "
                "the paper's).")
-_OPTIONAL_HELP = ("Feature groups the inner CV may leave out of the model altogether when they do not help "
-                  "(default: cnn); none keeps every group in (the paper's fusion).")
+_OPTIONAL_HELP = ("Feature groups the inner CV may leave out of the model altogether when they do not help, "
+                  "e.g. cnn; none (default) keeps every group in (the paper's fusion).")
 _TABLE_HELP = "features.csv/.parquet, or the OUT folder of `hematoma extract` / `hematoma run`."
 
 
@@ -41,7 +41,7 @@ def train(
     grid: str = typer.Option("default", "--grid", help="Hyper-parameter grid size: small, default or wide."),
     scaling: str = typer.Option("standard", "--scaling", help=_SCALING_HELP),
     selection_scope: str = typer.Option("group", "--select-scope", help=_SCOPE_HELP),
-    optional_groups: str = typer.Option("cnn", "--optional-groups", help=_OPTIONAL_HELP),
+    optional_groups: str = typer.Option("none", "--optional-groups", help=_OPTIONAL_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the split (when made) and of every fit."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --out."),
 ) -> None:
@@ -158,7 +158,7 @@ def run(
     grid: str = typer.Option("default", "--grid", help="Hyper-parameter grid size: small, default or wide."),
     scaling: str = typer.Option("standard", "--scaling", help=_SCALING_HELP),
     selection_scope: str = typer.Option("group", "--select-scope", help=_SCOPE_HELP),
-    optional_groups: str = typer.Option("cnn", "--optional-groups", help=_OPTIONAL_HELP),
+    optional_groups: str = typer.Option("none", "--optional-groups", help=_OPTIONAL_HELP),
 ) -> None:
     """The paper's protocol end to end: extract, CNN on cohort 1, embed, train, evaluate, report."""
     from ..pipeline import RunSettings, run_protocol
