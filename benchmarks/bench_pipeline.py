@@ -11,6 +11,12 @@
    the settings are ``hematoma run``'s defaults except the CNN preset.
    ``nested``: on the same table, the repeated nested CV estimate (rad + clin,
    every patient) next to the whole cohort's oracle and observable AUCs.
+   ``splits``: how much one train/test split says.  The patients the CNN never
+   saw (cohort 2: the run's train and test parts) are split again ``--repeats``
+   times into stratified halves (about the paper protocol's 76/74); for each
+   half the hybrid and the radiomics + clinical model are fitted on one half
+   and tested on the other, next to the oracle and observable AUCs of the same
+   test half.  The CNN stays the one trained on cohort 1.
 2. ``demo``: ``hematoma demo`` in a fresh folder, in a subprocess pinned to 2 CPU
    cores (``taskset`` where present), wall time and each stage's seconds.
 3. ``predict``: :class:`hematoma.prediction.Predictor` loaded once, then the
@@ -23,6 +29,7 @@ section; with the machine and its load average, which bounds what the times
 mean on a shared machine).
 
     python benchmarks/bench_pipeline.py --part quality --patients 300   # long (tens of minutes)
+    python benchmarks/bench_pipeline.py --part splits --repeats 5        # after quality
     python benchmarks/bench_pipeline.py --part demo
     python benchmarks/bench_pipeline.py --part predict                   # needs a quality or demo run first
 """
@@ -132,6 +139,48 @@ def bench_nested(patients: int, workdir: Path, preset: str, weights: str, seed: 
             "seconds": round(time.perf_counter() - started, 1)}
 
 
+def bench_splits(patients: int, workdir: Path, preset: str, weights: str, seed: int, repeats: int) -> dict:
+    """Hybrid vs radiomics + clinical over repeated 2-fold splits of cohort 2 (the quality run's table)."""
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    from hematoma.model import FEATURE_SETS, model_inputs
+    from hematoma.protocols import TrainSettings, fit_on, read_features
+
+    out = workdir / f"run-{patients}-{preset}-{weights}-seed{seed}"
+    cohort = workdir / f"cohort-{patients}-small-seed{seed}"
+    table = read_features(out).table
+    split = pd.read_csv(out / "split.csv", dtype={"patient_id": str}).set_index("patient_id")["part"]
+    table = table[table["patient_id"].astype(str).map(split).isin(["train", "test"])].reset_index(drop=True)
+    truth = {}
+    for pid in table["patient_id"].astype(str):
+        record = json.loads((cohort / "records" / f"{pid}.json").read_text())["truth"]
+        truth[pid] = (record["true_p"], record["observable_p"])
+    y = table["he"].to_numpy(dtype=int)
+    sets = {"hybrid": FEATURE_SETS["hybrid"], "radiomics+clinical": FEATURE_SETS["radiomics+clinical"]}
+    aucs: dict[str, list[float]] = {name: [] for name in (*sets, "oracle", "observable")}
+    started = time.perf_counter()
+    folds = RepeatedStratifiedKFold(n_splits=2, n_repeats=repeats, random_state=seed)
+    for train_index, test_index in folds.split(table, y):
+        train, test = table.iloc[train_index], table.iloc[test_index]
+        ids = test["patient_id"].astype(str)
+        aucs["oracle"].append(roc_auc_score(test["he"], [truth[i][0] for i in ids]))
+        aucs["observable"].append(roc_auc_score(test["he"], [truth[i][1] for i in ids]))
+        for name, groups in sets.items():
+            model = fit_on(train, TrainSettings(groups=groups, seed=seed), groups)
+            X_test, y_test = model_inputs(test, groups=groups)
+            aucs[name].append(roc_auc_score(y_test, model.predict_proba(X_test)[:, 1]))
+        print(", ".join(f"{k} {v[-1]:.3f}" for k, v in aucs.items()), flush=True)
+    return {
+        "patients": len(table), "halves": f"2-fold x {repeats}", "train_size": len(table) // 2,
+        "test_auc": {name: {"mean": round(statistics.mean(v), 4), "sd": round(statistics.stdev(v), 4),
+                            "values": [round(a, 4) for a in v]} for name, v in aucs.items()},
+        "hybrid_minus_radiomics_clinical": [round(a - b, 4) for a, b in zip(aucs["hybrid"], aucs["radiomics+clinical"])],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
 def bench_demo(workdir: Path) -> dict:
     out = workdir / "demo"
     shutil.rmtree(out, ignore_errors=True)
@@ -192,7 +241,8 @@ def bench_predict(model: Path, runs: int, workdir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("quality", "nested", "demo", "predict", "all"), default="all")
+    parser.add_argument("--part", choices=("quality", "nested", "splits", "demo", "predict", "all"), default="all")
+    parser.add_argument("--repeats", type=int, default=5, help="2-fold repeats for --part splits.")
     parser.add_argument("--patients", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cnn-preset", default="fast")
@@ -207,6 +257,9 @@ def main() -> None:
         save("quality", bench_quality(args.patients, args.workdir, args.cnn_preset, args.cnn_weights, args.seed))
     if args.part in ("nested", "all"):
         save("nested_cv", bench_nested(args.patients, args.workdir, args.cnn_preset, args.cnn_weights, args.seed))
+    if args.part in ("splits", "all"):
+        save("repeated_splits", bench_splits(args.patients, args.workdir, args.cnn_preset, args.cnn_weights, args.seed,
+                                             args.repeats))
     if args.part in ("demo", "all"):
         save("demo", bench_demo(args.workdir))
     if args.part in ("predict", "all"):

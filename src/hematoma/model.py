@@ -423,7 +423,6 @@ class ModelSearch(GridSearchCV):
             pipeline.steps[-1] = (pipeline.steps[-1][0], svm.fit(Xt, y))
         return self
 
-
     def _run_search(self, evaluate_candidates):
         evaluate_candidates(ParameterGrid(self.param_grid_))
 
@@ -549,6 +548,7 @@ def build_model(
         raise InputError(None, f"unknown scaling {scaling!r}; choose from {sorted(SCALERS)}")
     if threshold not in ("fixed", "youden"):
         raise InputError(None, f"threshold must be 'fixed' or 'youden'; got {threshold!r}")
+    optional_groups = (optional_groups,) if isinstance(optional_groups, str) else tuple(optional_groups)
     unknown = sorted(set(optional_groups) - set(FEATURE_PREFIXES))
     if unknown:
         raise InputError(None, f"unknown optional group(s) {', '.join(unknown)}; choose from {', '.join(FEATURE_PREFIXES)}")
