@@ -515,9 +515,11 @@ def build_model(
         ``("cnn",)``: the inner CV then decides whether the CNN columns help.
         Default ``()``: every group stays in (the paper's fusion).  Not the
         default because on the synthetic cohort the inner CV of ~75 patients
-        dropped useful CNN columns more often than not: repeated 2-fold CV
-        (5 x) on 150 patients, hybrid AUC 0.71 +- 0.06 with the CNN forced in,
-        0.66 +- 0.07 with it optional, radiomics + clinical 0.66 +- 0.07.
+        dropped useful CNN columns more often than not: in an exploratory
+        repeated 2-fold CV (5 x) on 150 patients, hybrid AUC 0.71 +- 0.06 with
+        the CNN forced in, 0.66 +- 0.07 with it optional, radiomics + clinical
+        0.66 +- 0.07 (within the split-to-split noise of ``bench_pipeline.py
+        --part splits``).
     scaling: ``"standard"`` (z-scores, the paper's) or ``"quantile"`` (each
         column to a normal through its training quantiles; robust to the skewed,
         outlying values of real clinical tables).
