@@ -29,7 +29,7 @@ from rich.console import Console
 
 from .errors import InputError
 from .parallel import fingerprint
-from .protocols import ID, LABEL, GROUPS, TrainSettings, parse_groups
+from .protocols import ID, LABEL, GROUPS, TrainSettings, parse_groups, parse_optional_groups
 from .storage import atomic_path, sha1_file, write_json
 
 RUN_RECORD = "run.json"
@@ -60,10 +60,9 @@ class RunSettings:
 
     def __post_init__(self):
         self.groups = parse_groups(self.groups) or GROUPS
-        self.optional_groups = TrainSettings(
-            classifier=self.classifier, groups=self.groups, grid=self.grid, scaling=self.scaling,
-            selection_scope=self.selection_scope, optional_groups=self.optional_groups,
-        ).optional_groups  # fail on a bad choice now,
+        self.optional_groups = parse_optional_groups(self.optional_groups)
+        TrainSettings(classifier=self.classifier, groups=self.groups, grid=self.grid, scaling=self.scaling,
+                      selection_scope=self.selection_scope)  # fail on a bad choice now,
         if "cnn" in self.groups:  # not after an hour of extraction
             from .features.deep import WEIGHT_CHOICES, preset
 
@@ -272,7 +271,7 @@ def _train(out: Path, settings: RunSettings, stages: _Stages, progress: bool) ->
     test = (result.evaluation or {}).get("test") or {}
     stages.done("train", "done", time.perf_counter() - start,
                 f"{result.summary['classifier']} on {len(result.train_ids)} patients, k={result.summary['k']}, "
-                f"groups used: {'+'.join(result.summary.get('groups_used', []))}",
+                f"groups used: {'+'.join(result.summary['groups_used'])}",
                 fingerprint=key, test_auc=test.get("auc"))
     return model_dir, "done"
 

@@ -54,7 +54,7 @@ def train(
                              scaling=scaling, selection_scope=selection_scope, optional_groups=optional_groups, seed=seed)
     result = train_model(features, out, settings, split=split, test=test, overwrite=overwrite, progress=True)
     summary = result.summary
-    dropped = [g for g in summary.get("groups_present", []) if g not in summary.get("groups_used", summary.get("groups_present", []))]
+    dropped = [g for g in summary["groups_present"] if g not in summary["groups_used"]]
     console.print(f"{protocol} protocol: fitted on {len(result.train_ids)} patients with {', '.join(result.groups)} "
                   f"features; chose {summary['classifier']} with k={summary['k']} "
                   f"(inner CV AUC {summary.get('inner_cv_auc', float('nan')):.3f})"
@@ -165,8 +165,7 @@ def run(
 
     settings = RunSettings(workers=workers, scheduler=scheduler, groups=feature_groups, classifier=classifier, grid=grid,
                            scaling=scaling, selection_scope=selection_scope, optional_groups=optional_groups, seed=seed,
-                           cnn_preset=cnn_preset,
-                           cnn_weights=cnn_weights, cnn_epochs=cnn_epochs, device=device)
+                           cnn_preset=cnn_preset, cnn_weights=cnn_weights, cnn_epochs=cnn_epochs, device=device)
     result = run_protocol(manifest, out, settings, console=err_console)
     print_result(result)
 
