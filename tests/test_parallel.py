@@ -227,3 +227,49 @@ def test_background_client_start_failure_is_raised_only_when_asked():
                 get_client()
         with background_client(1, "tcp://127.0.0.1:1"):
             pass  # never asked for (the caller failed first): leaving must not raise
+
+
+# A fresh interpreter: the fork server is started once per process, and the
+# test must not depend on which test started it first.
+_FORK_SERVER_PROBE = """
+import json, os, sys
+from hematoma.parallel import background_client
+
+def probe():
+    import os, sys
+    import SimpleITK as sitk
+    return {"preloaded": "hematoma.features.radiomics" in sys.modules,
+            "itk_threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(),
+            "parent": os.getppid()}
+
+if __name__ == "__main__":
+    preload = ("hematoma.features.radiomics",) if sys.argv[1] == "preload" else ()
+    with background_client(2, preload=preload) as get_client:
+        seen = list(get_client().run(probe).values())
+    print(json.dumps({"workers": seen, "driver_pid": os.getpid(),
+                      "driver_itk_env": os.environ.get("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork server on Windows")
+@pytest.mark.parametrize("mode", ["preload", "spawn"])
+def test_local_workers_are_forked_from_a_server_with_the_case_modules(tmp_path, mode):
+    script = tmp_path / "probe.py"
+    script.write_text(_FORK_SERVER_PROBE)
+    env = {k: v for k, v in os.environ.items() if k != "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"}
+    run = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    workers = result["workers"]
+    assert len(workers) == 2
+    assert all(w["itk_threads"] == 1 for w in workers)  # single-threaded either way
+    assert result["driver_itk_env"] is None  # the server's environment was set only while it started
+    parents = {w["parent"] for w in workers}
+    if mode == "preload":
+        # Both forked by one server process (not by the driver), with the module already imported.
+        assert all(w["preloaded"] for w in workers)
+        assert len(parents) == 1 and result["driver_pid"] not in parents
+    else:
+        assert not any(w["preloaded"] for w in workers)
+        assert parents == {result["driver_pid"]}

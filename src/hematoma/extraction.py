@@ -179,6 +179,11 @@ def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
+# What every case imports (segmentation only some): local workers are forked
+# with these already imported (hematoma.parallel.start_fork_server).
+CASE_MODULES = ("hematoma.extraction", "hematoma.io", "hematoma.features.radiomics")
+
+
 def extract_case(job: CaseJob) -> CaseOutcome:
     """Compute and store one case, or skip it when its stored fingerprint is current.
 
@@ -422,7 +427,7 @@ def extract_cohort(
     with contextlib.ExitStack() as stack:
         if client is None and (scheduler or workers > 1):
             # Workers start while the manifest and settings are read and checked.
-            client = stack.enter_context(background_client(workers, scheduler))
+            client = stack.enter_context(background_client(workers, scheduler, preload=CASE_MODULES))
         return _extract(manifest_path, out, settings, started, workers, scheduler, client,
                         extra_columns, ignore_columns, show_progress, console)
 

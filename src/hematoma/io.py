@@ -27,7 +27,6 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
-from scipy.interpolate import interp1d
 
 from .errors import InputError
 from .storage import atomic_path, refuse_overwrite
@@ -276,6 +275,7 @@ def _regularise(image: sitk.Image, positions: np.ndarray, normal: np.ndarray, fo
     array = sitk.GetArrayViewFromImage(image)
     if uneven:
         # SimpleITK cannot sample from unevenly spaced slices, so interpolate along the stack first.
+        from scipy.interpolate import interp1d  # here: ~0.2 s to import, and most scans never need it
         count = int(np.floor(heights[-1] / spacing_z + 1e-3)) + 1
         targets = np.minimum(np.arange(count) * spacing_z, heights[-1])
         array = interp1d(heights, array, axis=0, assume_sorted=True)(targets)
