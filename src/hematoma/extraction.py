@@ -181,7 +181,7 @@ def _finite_or_none(value: float | None) -> float | None:
 
 # What every case imports (segmentation only some): local workers are forked
 # with these already imported (hematoma.parallel.start_fork_server).
-CASE_MODULES = ("hematoma.extraction", "hematoma.io", "hematoma.features.radiomics")
+CASE_MODULES = ("hematoma.extraction", "hematoma.io", "hematoma.features.radiomics", "scipy.spatial")
 
 
 def extract_case(job: CaseJob) -> CaseOutcome:

@@ -43,7 +43,6 @@ import radiomics
 import SimpleITK as sitk
 from radiomics import cShape, featureextractor
 from radiomics.shape import RadiomicsShape
-from scipy.spatial import ConvexHull, QhullError
 
 from ..errors import InputError
 
@@ -267,6 +266,10 @@ def _line_extremes(transitions: list[np.ndarray], axis: int) -> np.ndarray:
 def _max_sq_distance_hull(points: np.ndarray, axes: list[int]) -> float:
     """As _max_sq_distance, comparing only the convex hull's vertices (over ``axes``) when there are many points."""
     if len(points) > 48:
+        # Imported here: scipy.spatial takes ~0.5 s to import, and checking a
+        # parameters file (in the driver of a parallel run) needs none of it.
+        from scipy.spatial import ConvexHull, QhullError
+
         try:
             points = points[ConvexHull(points[:, axes]).vertices]
         except QhullError:  # degenerate (collinear or flat): compare all
