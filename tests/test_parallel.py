@@ -33,6 +33,8 @@ def square_case(item: dict) -> CaseOutcome:
         return CaseOutcome(case_id, SKIPPED)
     if item.get("fail"):
         raise RuntimeError(f"cannot square {item['value']}")
+    if item.get("die"):
+        os._exit(1)  # the worker process dies (a crash in a C library, the OOM killer...)
     store.write(case_id, {"fingerprint": case_fingerprint, "square": item["value"] ** 2, "pid": os.getpid()})
     return CaseOutcome(case_id, DONE)
 
@@ -142,6 +144,24 @@ def test_local_cluster_worker_processes(tmp_path):
     assert [o.status for o in outcomes] == [DONE] * 4
     pids = {CaseStore(tmp_path).read(i)["pid"] for i in ids}
     assert os.getpid() not in pids  # computed in worker processes, written by them
+
+
+@pytest.mark.slow
+def test_a_case_that_kills_its_worker_fails_alone(tmp_path):
+    import dask
+
+    # 12 cases: more than twice the workers' threads, so the scheduler queues
+    # them and hands each worker one at a time (with worker-saturation 1.0).
+    items, ids = _items(tmp_path, 12)
+    items[1]["die"] = True
+    # No retries on other workers (Dask's default is 3, each killing one more
+    # worker), and only the dying case on the dying worker (a task queued
+    # there would count a failure too).
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0, "distributed.scheduler.worker-saturation": 1.0}):
+        outcomes = run_cases(square_case, items, ids, workers=2, show_progress=False)
+    assert [o.status for o in outcomes] == [DONE, FAILED] + [DONE] * 10
+    assert outcomes[1].stage == "worker" and "KilledWorker" in outcomes[1].reason
+    assert CaseStore(tmp_path).read(ids[1]) is None
 
 
 def _dask_cli() -> Path:
