@@ -77,6 +77,9 @@ QUIET_LOCAL_CLUSTER = {
     "distributed.admin.tick.interval": "1s",
     "distributed.worker.memory.monitor-interval": "1s",
     "distributed.admin.system-monitor.interval": "5s",
+    # The worker's sampling profiler (for the dashboard's profile page, which
+    # a local run does not serve) wakes every 10 ms and takes the GIL from the case.
+    "distributed.worker.profile.enabled": False,
 }
 
 
