@@ -41,6 +41,7 @@ import json
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -116,16 +117,25 @@ def start_fork_server(preload: Sequence[str]) -> bool:
     Returns ``False`` where there is no fork server (Windows): workers are
     then spawned.
     """
+    global _fork_server_pid
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
     from multiprocessing import forkserver
 
-    multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed", *preload])
-    # The workers inherit the server's environment: single-threaded libraries
-    # from the start (OpenBLAS sizes its pool when numpy is imported there).
-    with _environment(SINGLE_THREAD_ENV):
-        forkserver.ensure_running()
+    with _fork_server_lock:
+        if _fork_server_pid == os.getpid():  # started by this process already (a forked child has its own)
+            return True
+        multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed", *preload])
+        # The workers inherit the server's environment: single-threaded libraries
+        # from the start (OpenBLAS sizes its pool when numpy is imported there).
+        with _environment(SINGLE_THREAD_ENV):
+            forkserver.ensure_running()
+        _fork_server_pid = os.getpid()
     return True
+
+
+_fork_server_lock = threading.Lock()
+_fork_server_pid: int | None = None
 
 
 @dataclass
