@@ -84,8 +84,6 @@ QUIET_LOCAL_CLUSTER = {
 }
 
 
-
-
 @contextlib.contextmanager
 def _environment(values: Mapping[str, str]) -> Iterator[None]:
     # Set while a child process starts, as Dask does for its pre-spawn-environ.
@@ -109,7 +107,7 @@ def start_fork_server(preload: Sequence[str]) -> bool:
     worker, taken from the cores the cases need.  The fork server imports them
     once, in the background while the caller reads its inputs, and local
     workers are then forked from it ready to run (measured on 2 cores, 100
-    cases with given masks: 2 workers 16-17 s instead of 19 s).  It is a
+    cases with given masks: 2 workers ~16.5 s instead of ~19 s).  It is a
     single-threaded process (no thread pool has started in it), so forking it
     is safe, unlike forking this one.
 
