@@ -136,6 +136,18 @@ _fork_server_lock = threading.Lock()
 _fork_server_pid: int | None = None
 
 
+def _keep_preload_after_dask(preload: Sequence[str]) -> None:
+    # Dask's first use of the fork server sets its own preload list (distributed,
+    # numpy, pandas...).  It does so once, and the list only matters if the
+    # server has to be started again (it died): then it should be ours.
+    import dask
+    from distributed.utils import get_mp_context
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        get_mp_context()
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed", *preload])
+
+
 @dataclass
 class CaseOutcome:
     """What happened to one case: ``done`` (computed), ``skipped`` (up to date) or ``failed``."""
@@ -277,6 +289,8 @@ def dask_client(
         cluster_kwargs = {"env": SINGLE_THREAD_ENV} if processes else {}
         forked = processes and bool(preload) and start_fork_server(preload)
         start_method = {"distributed.worker.multiprocessing-method": "forkserver"} if forked else {}
+        if forked:
+            _keep_preload_after_dask(preload)
         # Dask starts worker processes with MALLOC_TRIM_THRESHOLD_ set, which
         # also switches off glibc's adaptive mmap threshold: every large numpy
         # temporary (a CT is tens of MB) is then a fresh mmap, zero-filled page
@@ -415,20 +429,20 @@ def _run_on_dask(client: Any, func, items, case_ids, record: Callable[[int, Case
     from dask.distributed import as_completed
 
     # One map call (one message to the scheduler) rather than a submit per
-    # case, and results fetched by as_completed on the client's event loop
-    # rather than by a blocking result() per case: ~0.3 s less driver CPU per
-    # 100 cases, on the cores the cases run on.
+    # case: less driver CPU on the cores the cases run on.  Results are still
+    # fetched one by one with result(): as_completed(with_results=True) never
+    # yields a future whose fetch fails (a lost link, an unpicklable result),
+    # so the run would wait forever.
     # pure=False and fresh keys: a rerun must run the case again (the function decides whether to skip).
     keys = [f"case-{case_id}-{os.urandom(4).hex()}" for case_id in case_ids]
     futures = client.map(_guarded, [func] * len(items), list(case_ids), list(items), key=keys, pure=False)
     index_of = {future.key: index for index, future in enumerate(futures)}
     try:
-        for future, result in as_completed(futures, with_results=True, raise_errors=False):
+        for future in as_completed(futures):
             index = index_of[future.key]
-            if future.status == "finished":
-                outcome = result
-            else:  # a worker died (KilledWorker), the task was cancelled...: (type, error, traceback) or the error
-                error = result[1] if isinstance(result, tuple) else result
+            try:
+                outcome = future.result()
+            except Exception as error:  # noqa: BLE001 - a worker died (KilledWorker) or similar
                 outcome = CaseOutcome(case_ids[index], FAILED, "worker", f"{type(error).__name__}: {one_line(error)}")
             record(index, outcome)
     except BaseException:
