@@ -130,3 +130,58 @@ def test_overlay_of_a_single_slice(tmp_path):
     ct, truth, _ = make_head_phantom()
     path = save_overlay(ct[:, :, 5], truth[:, :, 5], tmp_path / "slice.png")
     assert path.stat().st_size > 1000
+
+
+# ---------------------------------------------------------------- --series and output paths (issue 15)
+
+
+def test_segment_reads_the_series_chosen_with_series(tmp_path):
+    from test_io import write_ct_series
+
+    folder = tmp_path / "dicom"
+    positions = [(0.0, 0.0, 5.0 * k) for k in range(10)]
+    uids = {}
+    for name, radius in (("bleed", 14.0), ("clear", None)):
+        ct, _, _ = make_head_phantom(hematoma_radius_mm=radius)
+        hu = np.clip(sitk.GetArrayFromImage(ct), -1024, 3071)
+        uids[name] = write_ct_series(folder, hu, positions, pixel_spacing=(1.4, 1.4),
+                                     names=[f"{name}{k:02d}.dcm" for k in range(10)])
+    out = tmp_path / "mask.nii.gz"
+    result = runner.invoke(app, ["segment", str(folder), "--out", str(out)])
+    assert result.exit_code == 2 and "--series" in result.output and not out.exists()
+    assert uids["bleed"] in result.output and uids["clear"] in result.output
+    result = runner.invoke(app, ["segment", str(folder), "--out", str(out), "--series", uids["bleed"]])
+    assert result.exit_code == 0, result.output
+    assert mask_volume_ml(read_mask(out)) > 5
+    result = runner.invoke(app, ["segment", str(folder), "--out", str(out), "--series", uids["clear"], "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert mask_volume_ml(read_mask(out)) == 0
+
+
+def test_segment_refuses_out_and_overlay_on_one_path_before_working(scan, tmp_path):
+    ct_path, _ = scan
+    same = tmp_path / "result.nii.gz"
+    result = runner.invoke(app, ["segment", str(ct_path), "--out", str(same), "--overlay", str(same)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "--out and --overlay name the same file" in lines[0]
+    assert not same.exists()  # refused up front: no mask written first
+    linked = tmp_path / "link.nii.gz"
+    linked.symlink_to(same)
+    result = runner.invoke(app, ["segment", str(ct_path), "--out", str(same), "--overlay", str(linked)])
+    assert result.exit_code == 2 and "same file" in result.output and not same.exists()
+
+
+@pytest.mark.parametrize("option", ["--out", "--overlay"])
+def test_segment_refuses_to_write_over_its_input_ct(tmp_path, option):
+    ct, _, _ = make_head_phantom()
+    ct_path = write_image(ct, tmp_path / "ct.nii.gz")
+    before = ct_path.read_bytes()
+    outputs = {"--out": str(tmp_path / "mask.nii.gz"), "--overlay": str(tmp_path / "figure.png")}
+    outputs[option] = str(ct_path)
+    result = runner.invoke(app, ["segment", str(ct_path), "--out", outputs["--out"], "--overlay",
+                                 outputs["--overlay"], "--overwrite"])
+    assert result.exit_code == 2
+    assert f"{option} is the input CT itself" in result.output
+    assert ct_path.read_bytes() == before
+    assert not (tmp_path / "mask.nii.gz").exists() and not (tmp_path / "figure.png").exists()

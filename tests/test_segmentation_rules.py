@@ -196,7 +196,7 @@ def test_mask_for_case_uses_a_given_mask_and_checks_it(tmp_path):
     given = sitk.Image(truth)
     given_array = sitk.GetArrayFromImage(given)
     given_array[:] = 0
-    given_array[5, 10:20, 10:20] = 1  # not what the segmenter would find: proves it is used as is
+    given_array[5, 70:80, 40:50] = 1  # brain, away from the clot; not what the segmenter would find: proves it is used as is
     given = sitk.GetImageFromArray(given_array)
     given.CopyInformation(ct)
     path = write_image(given, tmp_path / "mask.nii.gz")

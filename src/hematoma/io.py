@@ -27,6 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .image_integrity import check_image_file_complete
 from .storage import atomic_path, refuse_overwrite
 
 if TYPE_CHECKING:  # pydicom is imported where DICOM is read: ~0.15 s that NIfTI cases never need
@@ -94,6 +95,7 @@ def read_image(path: str | Path, series_uid: str | None = None) -> sitk.Image:
                                "or a DICOM series folder)")
     if series_uid is not None:
         raise InputError(path, "a series UID can only be chosen for DICOM input")
+    check_image_file_complete(path)  # ITK would zero-fill a truncated file's missing voxels
     return _check_grey_level(_sitk_read(path, lambda: sitk.ReadImage(str(path))), path)
 
 
@@ -365,13 +367,15 @@ def read_geometry(path: str | Path) -> sitk.ImageFileReader | sitk.Image:
     A DICOM file or folder is read whole (:func:`read_image` chooses the series and
     may resample it); other formats give an ``ImageFileReader`` after
     ``ReadImageInformation``: a follow-up CT whose mask is given is checked
-    without decompressing its voxels.
+    without ITK decoding its voxels (a gzip stream is still inflated once and
+    discarded, to refuse a truncated file: see :mod:`hematoma.image_integrity`).
     """
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file or folder")
     if path.is_dir() or _is_dicom_file(path) or not _name_ends_with(path, WRITE_SUFFIXES):
         return read_image(path)
+    check_image_file_complete(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     _sitk_read(path, reader.ReadImageInformation)

@@ -14,9 +14,17 @@ console = Console()
 
 def volume(mask: Path = typer.Argument(..., help="Hematoma mask (NIfTI, NRRD, MHA or DICOM).")) -> None:
     """Print the hematoma volume of MASK in mL (voxel count x voxel volume from its spacing)."""
-    from ..io import read_mask
+    console.print(f"{mask_volume_ml(_read_hematoma_mask(mask)):.2f} mL")
 
-    console.print(f"{mask_volume_ml(read_mask(mask)):.2f} mL")
+
+def _read_hematoma_mask(path: Path):
+    """A 0/1 mask, refused if it cannot be a hematoma (no CT here: volume and border only)."""
+    from ..io import read_mask
+    from ..mask_checks import check_hematoma_mask
+
+    mask = read_mask(path)
+    check_hematoma_mask(mask, path)
+    return mask
 
 
 def label(
@@ -28,10 +36,8 @@ def label(
 ) -> None:
     """Label hematoma expansion (HE) from a baseline and a follow-up mask."""
     get_definition(definition)  # an unknown name fails before any file is read
-    from ..io import read_mask
-
-    v0 = mask_volume_ml(read_mask(baseline))
-    v1 = mask_volume_ml(read_mask(followup))
+    v0 = mask_volume_ml(_read_hematoma_mask(baseline))
+    v1 = mask_volume_ml(_read_hematoma_mask(followup))
     g = growth(v0, v1)
     expanded = label_expansion(v0, v1, definition)
     relative = "n/a" if g["growth_relative"] != g["growth_relative"] else f"{100 * g['growth_relative']:+.1f}%"

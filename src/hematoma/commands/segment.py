@@ -7,6 +7,7 @@ is its own command, `segment-train`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +22,7 @@ def segment(
     out: Path = typer.Option(..., "--out", "-o", help="Mask to write (.nii.gz, .nrrd, .mha), UInt8 0/1 on the CT's grid."),
     overlay: Optional[Path] = typer.Option(None, "--overlay", help="Also write the figure (PNG): largest-area slice with the hematoma in red."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model folder from `hematoma segment-train` (default: rule-based, no model)."),
+    series: Optional[str] = typer.Option(None, "--series", help="For a DICOM folder holding several series: the SeriesInstanceUID to read."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
 ) -> None:
     """Segment the hemorrhage of CT, write the mask and print its volume in mL."""
@@ -33,16 +35,31 @@ def segment(
     # Refuse before the work is done, not after.
     if not out.name.lower().endswith(WRITE_SUFFIXES):
         raise InputError(out, f"unsupported mask format (expected one of {', '.join(WRITE_SUFFIXES)})")
+    for option, path in (("--out", out), ("--overlay", overlay)):
+        if path is not None and _same_file(path, ct):
+            raise InputError(path, f"{option} is the input CT itself; choose another file")
+    if overlay is not None and _same_file(out, overlay):
+        raise InputError(out, "--out and --overlay name the same file; give each its own")
     refuse_overwrite(out, overwrite)
     if overlay is not None:
         refuse_overwrite(overlay, overwrite)
     loaded = HemorrhageSegmentationModel.load(model) if model is not None else None
-    image = read_image(ct)
+    image = read_image(ct, series_uid=series)
     mask = segment_hemorrhage(image, model=loaded, source=ct)
     write_image(mask, out, overwrite=overwrite)
     if overlay is not None:
         save_overlay(image, mask, overlay, overwrite=overwrite, title=f"{ct.name}: largest hematoma area")
     console.print(f"hemorrhage volume {mask_volume_ml(mask):.2f} mL -> {out}", highlight=False)
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """True when both paths name one file (symbolic and hard links included), existing or not."""
+    if first.resolve() == second.resolve():
+        return True
+    try:
+        return first.exists() and second.exists() and os.path.samefile(first, second)
+    except OSError:
+        return False
 
 
 def segment_train(

@@ -128,11 +128,15 @@ def segment_hemorrhage(image: sitk.Image, model=None, source: str | Path | None 
 
 
 def mask_for_case(ct: sitk.Image, ct_path: str | Path, mask_path: str | Path | None = None, model=None) -> sitk.Image:
-    """The case's hematoma mask: the given one (geometry-checked against the CT) or a segmented one."""
+    """The case's hematoma mask: the given one (geometry-checked against the CT, and refused if it
+    cannot be a hematoma: :func:`hematoma.mask_checks.check_hematoma_mask`) or a segmented one."""
     if not _missing(mask_path):
         from ..io import read_mask
+        from ..mask_checks import check_hematoma_mask
 
-        return read_mask(mask_path, reference=ct, reference_path=ct_path)
+        mask = read_mask(mask_path, reference=ct, reference_path=ct_path)
+        check_hematoma_mask(mask, mask_path, ct)
+        return mask
     return segment_hemorrhage(ct, model=model, source=ct_path)
 
 
