@@ -163,7 +163,7 @@ def test_rerun_skips_unchanged_and_recomputes_changed(cohort, tmp_path):
     params["setting"]["binWidth"] = 10
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(params))
-    fourth = extract_cohort(manifest, out, workers=1, radiomics_params=params_path, show_progress=False)
+    fourth = extract_cohort(manifest, out, workers=1, radiomics_params=params_path, show_progress=False, overwrite=True)
     assert fourth.counts[DONE] == N_PATIENTS
     texture = "rad_original_glcm_JointEntropy"
     assert not (fourth.table[texture].to_numpy() == first.table[texture].to_numpy()).all()

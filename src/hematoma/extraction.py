@@ -13,7 +13,8 @@ atomically, ``case.json`` with volumes, label, features and provenance
 A rerun skips a case whose ``case.json`` carries the same fingerprint: the
 SHA-1 of each input file's content plus the settings (HE definition,
 radiomics parameters file content, segmentation model content, hematoma
-version, the manifest's ``he`` for the case).  See :mod:`hematoma.parallel`.
+version, the manifest's ``he`` for the case, the DICOM series chosen by the
+manifest's ``baseline_series`` / ``followup_series``).  See :mod:`hematoma.parallel`.
 
 Per cohort (:func:`extract_cohort`): validate the manifest and settings
 before any case runs, encode the clinical table once
@@ -22,6 +23,13 @@ manifest of *this* run, so clinical values are not stored per case and an
 edited clinical cell never forces images to be reprocessed), run the cases,
 then write ``features.csv`` / ``features.parquet`` (``patient_id``, meta
 columns, ``rad_*``, ``clin_*``), ``failures.csv`` and ``extract.json``.
+
+An output folder belongs to one manifest and one set of settings: the run
+holds the folder's lock (:func:`hematoma.storage.folder_lock`) throughout,
+and before any case runs it writes ``extract.json``'s ownership part
+(manifest path, settings, table-shaping columns); a run with another manifest
+or other settings is refused unless it is told to overwrite, which first
+moves the old cohort's results out of the way (:func:`claim_folder`).
 """
 
 from __future__ import annotations
@@ -55,7 +63,8 @@ from .parallel import (
     one_line,
     run_cases,
 )
-from .storage import atomic_path, sha1_file, write_json
+from .output_folder import claim_folder, columns_that_count, owner_record
+from .storage import atomic_path, empty_trash, folder_lock, sha1_file, write_json
 from .volume import DEFAULT_DEFINITION, get_definition, label_expansion, mask_volume_ml
 
 if TYPE_CHECKING:  # pandas is imported where tables are built: workers never need it
@@ -72,6 +81,8 @@ FEATURE_PREFIXES = ("rad_", "clin_", "cnn_")
 BASELINE_VOLUME_FEATURE = "clin_baseline_volume_ml"
 MASK_NAMES = {"baseline": "baseline_mask.nii.gz", "followup": "followup_mask.nii.gz"}
 FAILURE_COLUMNS = [ID_COLUMN, "stage", "reason"]
+# Manifest columns naming the DICOM series to read (SeriesInstanceUID) in a folder holding several.
+SERIES_COLUMNS = {"baseline_ct": "baseline_series", "followup_ct": "followup_series"}
 _VERSIONED = ("hematoma", "numpy", "scipy", "pandas", "SimpleITK", "pydicom", "pyradiomics-bhklab", "dask", "distributed")
 
 
@@ -116,6 +127,8 @@ class CaseJob:
     he_manifest: float | None  # 0/1 from the manifest, None when blank or absent
     settings: ExtractSettings
     settings_record: dict = field(hash=False)
+    baseline_series: str | None = None  # a SeriesInstanceUID; None: io.read_image's choice
+    followup_series: str | None = None
 
     def input_files(self) -> dict[str, str | None]:
         return {name: getattr(self, name) for name in ("baseline_ct", "followup_ct", "baseline_mask", "followup_mask")}
@@ -140,12 +153,17 @@ def _mask_for_case(ct, ct_path: str, mask_path: str | None, model_path: str | No
     A given mask is read and geometry-checked exactly as ``mask_for_case``
     does; importing ``hematoma.segmentation`` also imports its model stack
     (skops, which imports torch), seconds per worker process that a cohort
-    with all masks given does not need to pay.
+    with all masks given does not need to pay.  A given mask that cannot be a
+    hematoma (an inverted or filled one) fails the case
+    (:func:`hematoma.mask_checks.check_hematoma_mask`).
     """
     if mask_path:
         from .io import read_mask
+        from .mask_checks import check_hematoma_mask
 
-        return read_mask(mask_path, reference=ct, reference_path=ct_path)
+        mask = read_mask(mask_path, reference=ct, reference_path=ct_path)
+        check_hematoma_mask(mask, mask_path, ct=ct)
+        return mask
     from .segmentation import mask_for_case
 
     return mask_for_case(ct, ct_path, None, model=_segmentation_model(model_path))
@@ -197,7 +215,10 @@ def extract_case(job: CaseJob) -> CaseOutcome:
         store = CaseStore(job.cases_root)
         case_dir = store.case_dir(job.case_id)
         inputs_sha1 = file_hashes(job.input_files())
-        case_fingerprint = fingerprint(inputs_sha1, _content_only(job.settings_record), job.he_manifest)
+        series = {"baseline_series": job.baseline_series, "followup_series": job.followup_series}
+        # The series only when one is chosen: the cases of a cohort without the columns keep their fingerprints.
+        case_fingerprint = fingerprint(inputs_sha1, _content_only(job.settings_record), job.he_manifest,
+                                       *([series] if any(series.values()) else []))
         outputs = {"baseline": case_dir / MASK_NAMES["baseline"]}
         if job.followup_ct or job.followup_mask:
             outputs["followup"] = case_dir / MASK_NAMES["followup"]
@@ -213,7 +234,7 @@ def extract_case(job: CaseJob) -> CaseOutcome:
             from .io import read_geometry, read_image, read_mask, write_image
 
             stage = "read"
-            ct = read_image(job.baseline_ct)
+            ct = read_image(job.baseline_ct, series_uid=job.baseline_series)
             stage = "mask"
             mask = _mask_for_case(ct, job.baseline_ct, job.baseline_mask, job.settings.segmentation_model)
             baseline_ml = mask_volume_ml(mask)
@@ -221,12 +242,19 @@ def extract_case(job: CaseJob) -> CaseOutcome:
             followup_mask = None
             if job.followup_ct:
                 stage = "followup"
-                # A given follow-up mask is only checked against its CT's grid: the header is enough.
-                followup_ct = read_geometry(job.followup_ct) if job.followup_mask else read_image(job.followup_ct)
+                # A given follow-up mask is only checked against its CT's grid: the header is enough
+                # (read_geometry has no series choice: a chosen series is read whole).
+                if job.followup_mask and not job.followup_series:
+                    followup_ct = read_geometry(job.followup_ct)
+                else:
+                    followup_ct = read_image(job.followup_ct, series_uid=job.followup_series)
                 followup_mask = _mask_for_case(followup_ct, job.followup_ct, job.followup_mask, job.settings.segmentation_model)
             elif job.followup_mask:  # a follow-up volume without its CT: no grid to check against
                 stage = "followup"
+                from .mask_checks import check_hematoma_mask
+
                 followup_mask = read_mask(job.followup_mask)
+                check_hematoma_mask(followup_mask, job.followup_mask)
             followup_ml = None if followup_mask is None else mask_volume_ml(followup_mask)
 
             if followup_ml is not None:
@@ -254,6 +282,7 @@ def extract_case(job: CaseJob) -> CaseOutcome:
             "baseline_mask": str(outputs["baseline"].resolve()),
             "baseline_mask_source": job.baseline_mask or "segmented",
             "followup_ct": job.followup_ct,
+            **series,
             "followup_mask": str(outputs["followup"].resolve()) if followup_mask is not None else None,
             "followup_mask_source": (job.followup_mask or "segmented") if followup_mask is not None else None,
             "baseline_volume_ml": baseline_ml,
@@ -306,6 +335,7 @@ class ExtractResult:
     table: pd.DataFrame
     outcomes: list[CaseOutcome]
     failures: pd.DataFrame
+    warnings: dict[str, list[str]] = field(default_factory=dict)  # case -> its warnings (read, resampled...)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -348,6 +378,8 @@ def _jobs(table: pd.DataFrame, cases_root: Path, settings: ExtractSettings, sett
                 he_manifest=he,
                 settings=settings,
                 settings_record=settings_record,
+                baseline_series=text(row, SERIES_COLUMNS["baseline_ct"]),
+                followup_series=text(row, SERIES_COLUMNS["followup_ct"]),
             )
         )
     return jobs
@@ -401,13 +433,17 @@ def extract_cohort(
     ignore_columns: Sequence[str] = (),
     show_progress: bool = True,
     console: Any = None,
+    overwrite: bool = False,
 ) -> ExtractResult:
     """Extract every case of the manifest into ``out`` (resuming a previous run there).
 
     ``workers``: local worker processes (default: the cores available; ``1``
     runs in this process, for debugging); ``scheduler``: a Dask scheduler
     address or scheduler file to use instead; ``client``: a Dask client to use
-    as is.  See :mod:`hematoma.parallel`.
+    as is.  See :mod:`hematoma.parallel`.  ``out`` holding another manifest's
+    or other settings' extraction is refused (:class:`InputError`) unless
+    ``overwrite`` (see :func:`claim_folder`); another run using ``out`` is
+    refused too.
     """
     started = time.time()
     out = Path(out)
@@ -429,11 +465,11 @@ def extract_cohort(
             # Workers start while the manifest and settings are read and checked.
             client = stack.enter_context(background_client(workers, scheduler, preload=CASE_MODULES))
         return _extract(manifest_path, out, settings, started, workers, scheduler, client,
-                        extra_columns, ignore_columns, show_progress, console)
+                        extra_columns, ignore_columns, show_progress, console, overwrite)
 
 
 def _extract(manifest_path, out: Path, settings: ExtractSettings, started: float, workers: int, scheduler,
-             client, extra_columns, ignore_columns, show_progress: bool, console) -> ExtractResult:
+             client, extra_columns, ignore_columns, show_progress: bool, console, overwrite: bool) -> ExtractResult:
     _check_settings(settings)
     from .cohort import load_manifest
 
@@ -446,8 +482,21 @@ def _extract(manifest_path, out: Path, settings: ExtractSettings, started: float
     from .features.clinical import encode_clinical
 
     clinical = encode_clinical(manifest.table, source=manifest.path, extra_columns=tuple(extra_columns))
-    cases_root = (out / "cases").resolve()
     settings_record = settings.record()
+    owner = owner_record(manifest.path, len(ids), settings_record, extra_columns, ignore_columns)
+    # Inputs are checked above without the lock (they are only read); the folder is held from here on.
+    with folder_lock(out):
+        inputs = [path for column in ("baseline_ct", "followup_ct", "baseline_mask", "followup_mask")
+                  if column in manifest.table.columns for path in manifest.table[column].dropna() if path]
+        claim_folder(out, owner, ids, overwrite, manifest_columns=columns_that_count(manifest.path, extra_columns),
+                     inputs=inputs)
+        return _run_and_write(manifest, out, ids, settings, settings_record, owner, clinical, started, workers,
+                              scheduler, client, extra_columns, ignore_columns, show_progress, console)
+
+
+def _run_and_write(manifest, out: Path, ids, settings, settings_record, owner, clinical, started, workers, scheduler,
+                   client, extra_columns, ignore_columns, show_progress, console) -> ExtractResult:
+    cases_root = (out / "cases").resolve()
     jobs = _jobs(manifest.table, cases_root, settings, settings_record)
     outcomes = run_cases(
         extract_case, jobs, ids, workers=workers, client=client() if callable(client) else client,
@@ -471,15 +520,15 @@ def _extract(manifest_path, out: Path, settings: ExtractSettings, started: float
     write_table(table, out)
     with atomic_path(out / "failures.csv") as tmp:
         failures.to_csv(tmp, index=False)
-    result = ExtractResult(out=out, table=table, outcomes=outcomes, failures=failures)
+    # case.json is where a worker's warnings land; the run's summary gathers them.
+    case_warnings = {str(r[ID_COLUMN]): list(r["warnings"]) for r in records if r.get("warnings")}
+    result = ExtractResult(out=out, table=table, outcomes=outcomes, failures=failures, warnings=case_warnings)
     write_json(
         out / "extract.json",
         {
-            "manifest": str(manifest.path.resolve()),
-            "manifest_sha1": sha1_file(manifest.path),
-            "settings": settings_record,
-            "extra_columns": list(extra_columns),
-            "ignore_columns": list(ignore_columns),
+            **owner,
+            "status": "finished",
+            "warnings": case_warnings,
             "workers": workers,
             "scheduler": scheduler,
             "counts": result.counts,
@@ -489,6 +538,7 @@ def _extract(manifest_path, out: Path, settings: ExtractSettings, started: float
             "seconds": round(time.time() - started, 3),
         },
     )
+    empty_trash(out)  # what an interrupted --overwrite left
     if ids and not records:
         raise HematomaError(f"all {len(ids)} cases failed; reasons in {out / 'failures.csv'}")
     return result

@@ -15,6 +15,11 @@ evaluate    ``report/`` (report.html, metrics.json, PNGs)                same mo
 
 ``run.json`` records each stage's outcome, time and fingerprint.  ``cnn`` and
 ``embed`` run only when the CNN feature group is asked for.
+
+OUT is locked for the whole run (one run at a time), and belongs to one
+manifest and one set of extraction settings: another is refused unless
+``overwrite``, which moves every stage's old results away first (see
+:func:`hematoma.output_folder.claim_folder`).
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import InputError
 from .parallel import fingerprint
 from .protocols import ID, LABEL, GROUPS, TrainSettings, parse_groups, parse_optional_groups
-from .storage import atomic_path, sha1_file, write_json
+from .storage import atomic_path, folder_lock, sha1_file, write_json
 
 RUN_RECORD = "run.json"
 DEMO_PATIENTS = 200  # a test part of ~50 patients; ~7 min on 2 idle cores
@@ -111,20 +117,27 @@ class _Stages:
 
 
 def run_protocol(manifest: str | Path, out: str | Path, settings: RunSettings | None = None,
-                 progress: bool = True, console: Console | None = None) -> RunResult:
-    """Extract -> split -> CNN on cohort 1 -> embed -> train on cohort 2's train part -> evaluate on its test part."""
+                 progress: bool = True, console: Console | None = None, overwrite: bool = False) -> RunResult:
+    """Extract -> split -> CNN on cohort 1 -> embed -> train on cohort 2's train part -> evaluate on its test part.
+
+    ``overwrite``: replace OUT's results when they are another manifest's or other extraction settings'.
+    """
     settings = settings or RunSettings()
     console = console or Console(stderr=True)
     manifest = Path(manifest).resolve()  # case.json must hold absolute paths whatever the current folder
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    stages = _Stages(out, console)
+    with folder_lock(out):
+        return _run_protocol(manifest, out, settings, progress, console, overwrite)
 
+
+def _run_protocol(manifest: Path, out: Path, settings: RunSettings, progress: bool, console: Console,
+                  overwrite: bool) -> RunResult:
     start = time.perf_counter()
-    table = _extract(manifest, out, settings, progress, console)
+    table = _extract(manifest, out, settings, progress, console, overwrite)
     counts = table.attrs["counts"]
+    stages = _Stages(out, console)  # after extract: an overwrite moves the old run.json away
     stages.done("extract", "done", time.perf_counter() - start,
                 f"{counts['done']} computed, {counts['skipped']} unchanged, {counts['failed']} failed", counts=counts)
 
@@ -149,13 +162,17 @@ def run_protocol(manifest: str | Path, out: str | Path, settings: RunSettings | 
 # --------------------------------------------------------------------------- stages
 
 
-def _extract(manifest: Path, out: Path, settings: RunSettings, progress: bool, console) -> pd.DataFrame:
+def _extract(manifest: Path, out: Path, settings: RunSettings, progress: bool, console,
+             overwrite: bool) -> pd.DataFrame:
+    from .case_warnings import summarise_warnings
     from .extraction import extract_cohort
 
     kwargs = {"definition": settings.definition} if settings.definition else {}
     result = extract_cohort(manifest, out, workers=settings.workers, scheduler=settings.scheduler,
                             radiomics_params=settings.radiomics_params, segmentation_model=settings.segmentation_model,
-                            show_progress=progress, console=console, **kwargs)
+                            show_progress=progress, console=console, overwrite=overwrite, **kwargs)
+    for line in summarise_warnings(result.warnings):
+        console.print(f"[yellow]warnings[/] {escape(line)}", highlight=False, soft_wrap=True)
     table = result.table
     table.attrs["counts"] = result.counts
     return table
@@ -309,17 +326,27 @@ def _evaluate(out: Path, model_dir: Path, stages: _Stages) -> tuple[Path, dict]:
 
 def run_demo(out: str | Path = "hematoma-demo", patients: int = DEMO_PATIENTS, seed: int = 0, size: str = DEMO_SIZE,
              workers: int | None = None, settings: RunSettings | None = None, progress: bool = True,
-             console: Console | None = None) -> RunResult:
+             console: Console | None = None, overwrite: bool = False) -> RunResult:
     """``hematoma run`` on a synthetic cohort written to ``OUT/cohort`` (fast CNN preset, small search grid)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    with folder_lock(out):  # the cohort too is written into OUT
+        return _run_demo(out, patients, seed, size, workers, settings, progress, console, overwrite)
+
+
+def _run_demo(out: Path, patients: int, seed: int, size: str, workers: int | None, settings: RunSettings | None,
+              progress: bool, console: Console | None, overwrite: bool) -> RunResult:
     from .parallel import default_workers
     from .synthetic import generate_cohort
 
-    out = Path(out)
     console = console or Console(stderr=True)
     workers = workers or default_workers()
     start = time.perf_counter()
-    summary = generate_cohort(out / "cohort", patients, seed=seed, size=size, workers=workers, progress=progress)
+    summary = generate_cohort(out / "cohort", patients, seed=seed, size=size, workers=workers, progress=progress,
+                              overwrite=overwrite)
     console.print(f"[bold]synthetic cohort[/]: {summary['generated']} generated, {summary['skipped']} already there "
                   f"({time.perf_counter() - start:.1f} s); HE rate {summary['he_rate']:.2f}", highlight=False)
     settings = settings or RunSettings(workers=workers, cnn_preset="fast", grid="small", seed=seed)
-    return run_protocol(out / "cohort" / "manifest.csv", out, settings, progress=progress, console=console)
+    return run_protocol(out / "cohort" / "manifest.csv", out, settings, progress=progress, console=console,
+                        overwrite=overwrite)

@@ -1,17 +1,26 @@
-"""Atomic writes: a result appears whole or not at all.
+"""Atomic writes: a result appears whole or not at all; output folders locked for one run.
 
 Each writer writes to a temporary file in the destination's folder and renames
 it into place (``os.replace`` is atomic on POSIX and Windows), so a run killed
 mid-write never leaves a truncated file that a rerun would trust.
+
+:func:`folder_lock` keeps a second run out of an output folder while a run
+writes into it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import hashlib
 import json
 import os
+import platform
+import shlex
+import shutil
+import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -75,3 +84,102 @@ def sha1_file(path: str | Path, chunk: int = 1 << 20) -> str:
             for block in iter(lambda: handle.read(chunk), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- folder locks
+
+LOCK_NAME = ".hematoma.lock"
+LOCK_RECORD_NAME = ".hematoma.lock.json"
+_held = threading.local()  # resolved folder -> depth, for this thread's nested locks
+
+
+def _command_line() -> str:
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "python"
+
+
+def _holder(folder: Path) -> str:
+    try:
+        record = json.loads((folder / LOCK_RECORD_NAME).read_text(encoding="utf-8"))
+        return (f"pid {record['pid']} on {record['host']}, started {record['started']}: "
+                f"{record['command']}")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has not recorded itself yet"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, command: str | None = None) -> Iterator[Path]:
+    """Hold ``folder`` (created if absent) for one run; refuse at once if another run holds it.
+
+    An OS lock (``flock``) on ``FOLDER/.hematoma.lock``, through filelock:
+    the OS releases it when the holding process dies, even by SIGKILL, so a
+    dead run never blocks the next one (on a file system without ``flock``
+    filelock uses a marker file instead, which it breaks once it sees the
+    holder's process gone).  Who holds it (pid, host, start time, command) is
+    written beside it, in ``.hematoma.lock.json``, for the refusal message.
+    Nested calls in the same thread (``run`` calling ``extract``) share the
+    outer hold.
+    Raises :class:`InputError` naming the folder and the holder.
+    """
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(folder, "exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    depths = _held.__dict__.setdefault("depths", {})
+    if depths.get(key):
+        depths[key] += 1
+        try:
+            yield folder
+        finally:
+            depths[key] -= 1
+        return
+    lock = FileLock(folder / LOCK_NAME, blocking=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise InputError(folder, f"is in use by another run ({_holder(folder)}); wait for it to end or "
+                                 "choose another output folder") from None
+    depths[key] = 1
+    try:
+        write_json(folder / LOCK_RECORD_NAME, {
+            "pid": os.getpid(), "host": platform.node(), "command": command or _command_line(),
+            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        })
+        yield folder
+    finally:
+        depths.pop(key, None)
+        try:
+            (folder / LOCK_RECORD_NAME).unlink(missing_ok=True)  # before the release: a successor's record stays
+        finally:
+            lock.release()
+
+
+# --------------------------------------------------------------------------- replacing a folder's results
+
+TRASH_PREFIX = ".hematoma-trash-"
+
+
+def move_to_trash(folder: str | Path, paths: list[Path]) -> Path:
+    """Move ``paths`` (inside ``folder``), in the given order, into a new hidden trash folder there.
+
+    Each rename is atomic (same file system), so a crash leaves every path
+    either in place or in the trash, never half-deleted; the caller records the
+    folder's new state, then calls :func:`empty_trash`.
+    """
+    folder = Path(folder)
+    trash = Path(tempfile.mkdtemp(prefix=TRASH_PREFIX, dir=folder))
+    for path in paths:
+        if not path.exists():
+            continue
+        target = trash / path.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    return trash
+
+
+def empty_trash(folder: str | Path) -> None:
+    """Delete the trash folders of :func:`move_to_trash` (also those an interrupted run left)."""
+    for trash in Path(folder).glob(f"{TRASH_PREFIX}*"):
+        shutil.rmtree(trash, ignore_errors=True)

@@ -14,6 +14,8 @@ from ..volume import DEFAULT_DEFINITION, HE_DEFINITIONS
 console = Console()
 err_console = Console(stderr=True)
 SHOWN_FAILURES = 10
+# Exit status when the run finished but some cases failed (2 is a refused input: see hematoma.cli).
+CASES_FAILED_EXIT = 3
 
 
 def extract(
@@ -37,19 +39,32 @@ def extract(
     definition: str = typer.Option(DEFAULT_DEFINITION, "--definition", help=f"HE definition: {', '.join(HE_DEFINITIONS)}."),
     extra_column: List[str] = typer.Option([], "--extra-column", help="Declare an extra clinical column (repeatable)."),
     ignore_column: List[str] = typer.Option([], "--ignore-column", help="Drop a manifest column (repeatable)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite",
+        help="Replace OUT's results when they are another manifest's or other settings' (cases whose inputs and "
+        "settings are unchanged are reused).",
+    ),
 ) -> None:
-    """Extract every case of MANIFEST into OUT: masks, volumes, HE labels, features (CSV and Parquet)."""
+    """Extract every case of MANIFEST into OUT: masks, volumes, HE labels, features (CSV and Parquet).
+
+    OUT belongs to one manifest and one set of settings; one run at a time uses it.
+    Exit status: 0 every case extracted; 3 the run finished but some cases failed
+    (listed, and in OUT/failures.csv; the others are in the table); 2 refused input
+    (one line says why), or every case failed.
+    """
+    from ..case_warnings import summarise_warnings
     from ..extraction import extract_cohort
 
     result = extract_cohort(
         manifest, out, workers=workers, scheduler=scheduler, radiomics_params=radiomics_params,
         segmentation_model=segmentation_model, definition=definition, extra_columns=extra_column,
-        ignore_columns=ignore_column, console=err_console,
+        ignore_columns=ignore_column, console=err_console, overwrite=overwrite,
     )
     counts = result.counts
     console.print(
         f"{counts['done']} computed, {counts['skipped']} unchanged (skipped), {counts['failed']} failed; "
-        f"features of {len(result.table)} patients in {escape(str(out / 'features.csv'))} and .parquet"
+        f"features of {len(result.table)} patients in {escape(str(out / 'features.csv'))} and .parquet",
+        soft_wrap=True,
     )
     if counts["failed"]:
         for row in result.failures.head(SHOWN_FAILURES).itertuples(index=False):
@@ -57,7 +72,14 @@ def extract(
                               highlight=False, soft_wrap=True)
         more = counts["failed"] - SHOWN_FAILURES
         err_console.print(f"{'and ' + str(more) + ' more; ' if more > 0 else ''}all in {escape(str(out / 'failures.csv'))}",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
+    if result.warnings:
+        for line in summarise_warnings(result.warnings):
+            err_console.print(f"[yellow]warnings[/] {escape(line)}", highlight=False, soft_wrap=True)
+        err_console.print(f"each case's in its case.json; all in {escape(str(out / 'extract.json'))}",
+                          highlight=False, soft_wrap=True)
+    if counts["failed"]:
+        raise typer.Exit(code=CASES_FAILED_EXIT)
 
 
 def register(app: typer.Typer) -> None:
