@@ -512,6 +512,17 @@ def test_the_manifest_chooses_the_series_of_a_folder_with_two_equal_ones(tmp_pat
     assert case["baseline_series"] == second and case["followup_series"] == followup_first
     assert case["he_source"] == "followup"
 
+    # The CNN stages read the case's CT again: the chosen series, not the folder's tie.
+    from hematoma.features.deep.cases import case_inputs, read_case_images
+
+    inputs = case_inputs(out, ["two", "plain"]).set_index("patient_id")
+    assert inputs.loc["two", "baseline_series"] == second and pd.isna(inputs.loc["plain", "baseline_series"])
+    ct, mask = read_case_images(inputs.loc["two", "baseline_ct"], inputs.loc["two", "baseline_mask"],
+                                series_uid=inputs.loc["two", "baseline_series"])
+    import SimpleITK as sitk
+
+    assert abs(sitk.GetArrayFromImage(ct)[sitk.GetArrayFromImage(mask) > 0].mean() - 80) < 2
+
     # Another series is another input: the case is recomputed, the other patient is not.
     result, _ = run(first, followup_first)
     assert result.exit_code == 0, result.output

@@ -13,6 +13,7 @@ killed run leaves the previous CNN (or none), never a mix.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -160,11 +161,33 @@ def read_settings(cnn_dir: str | Path) -> dict:
         settings = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(path, f"is not valid JSON ({error})") from None
+    if not isinstance(settings, dict):
+        raise InputError(path, f"is not a hematoma CNN settings file (a JSON {type(settings).__name__}, not an object)")
     if settings.get("format") != FORMAT:
         raise InputError(path, f"is not a hematoma CNN settings file (format {settings.get('format')!r})")
-    if settings.get("format_version", 0) > FORMAT_VERSION:
-        raise InputError(path, f"was written by a newer hematoma (format {settings['format_version']}); upgrade")
+    version = settings.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InputError(path, f"has format_version {version!r}, not a whole number")
+    if version > FORMAT_VERSION:
+        raise InputError(path, f"was written by a newer hematoma (format {version}); upgrade")
     return settings
+
+
+def _slice_settings(data, path: Path) -> SliceSettings:
+    """The recorded slice settings, or one line naming the settings file and the bad value."""
+    if not isinstance(data, dict):
+        raise InputError(path, f"'slices' is a {type(data).__name__}, not an object")
+    for key, spec in SliceSettings.__dataclass_fields__.items():
+        if key not in data:
+            continue
+        value = data[key]
+        kinds = (int,) if spec.type in (int, "int") else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+            raise InputError(path, f"slices {key} is {value!r}, not a {'whole ' if kinds == (int,) else ''}number")
+    try:
+        return SliceSettings.from_dict(data)
+    except InputError as error:  # raised without a file: name the settings file
+        raise InputError(path, error.problem) from None
 
 
 def slice_differences(trained: SliceSettings, asked: SliceSettings) -> list[str]:
@@ -176,7 +199,7 @@ def load_cnn(cnn_dir: str | Path, slices: SliceSettings | None = None, device: s
     """Load a trained CNN; refuse when ``slices`` differ from the settings it was trained with."""
     cnn_dir = Path(cnn_dir)
     settings = read_settings(cnn_dir)
-    trained = SliceSettings.from_dict(settings.get("slices", {}))
+    trained = _slice_settings(settings.get("slices", {}), cnn_dir / SETTINGS_FILE)
     if slices is not None and (differences := slice_differences(trained, slices)):
         raise InputError(cnn_dir, "was trained on other CNN inputs than asked for: " + "; ".join(differences)
                                   + " (features from other inputs do not mean what it learnt; "
@@ -186,7 +209,12 @@ def load_cnn(cnn_dir: str | Path, slices: SliceSettings | None = None, device: s
         raise InputError(model_path, "no such file (the CNN folder is incomplete)")
     if settings.get("model_sha1") and sha1_file(model_path) != settings["model_sha1"]:
         raise InputError(model_path, f"does not match its {SETTINGS_FILE} (SHA-1 differs): the folder was altered")
-    network = load_network(read_state_dict(model_path), model_path)
+    state = read_state_dict(model_path)
+    # Weights that are not numbers would give NaN features silently, not an error.
+    broken = next((name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()), None)
+    if broken is not None:
+        raise InputError(model_path, f"weight {broken} holds values that are not finite numbers")
+    network = load_network(state, model_path)
     torch_device = select_device(device)
     return CNNModel(network=network.to(torch_device).eval(), slices=trained, settings=settings, path=cnn_dir,
                     device=torch_device)

@@ -47,7 +47,7 @@ def read_feature_table(out: str | Path) -> pd.DataFrame:
 
 
 def case_inputs(out: str | Path, patient_ids) -> pd.DataFrame:
-    """``patient_id``, ``baseline_ct``, ``baseline_mask`` from each case's case.json."""
+    """``patient_id``, ``baseline_ct``, ``baseline_mask``, ``baseline_series`` from each case's case.json."""
     rows = []
     for pid in patient_ids:
         path = Path(out) / "cases" / str(pid) / "case.json"
@@ -64,15 +64,23 @@ def case_inputs(out: str | Path, patient_ids) -> pd.DataFrame:
                 raise InputError(path, f"has no {key!r} path")
             file = Path(value) if Path(value).is_absolute() else path.parent / value
             row[key] = str(file)
+        # The series extract read from a DICOM folder with several (None: the folder's only or largest).
+        row["baseline_series"] = case.get("baseline_series") or None
         rows.append(row)
-    return pd.DataFrame(rows, columns=[ID, "baseline_ct", "baseline_mask"])
+    return pd.DataFrame(rows, columns=[ID, "baseline_ct", "baseline_mask", "baseline_series"])
 
 
-def read_case_images(ct_path: str | Path, mask_path: str | Path):
+def series_of(row) -> str | None:
+    """A case row's chosen DICOM series, or None (pandas may hold a missing one as NaN)."""
+    value = getattr(row, "baseline_series", None)
+    return value if isinstance(value, str) and value else None
+
+
+def read_case_images(ct_path: str | Path, mask_path: str | Path, series_uid: str | None = None):
     """The baseline CT (HU) and its hematoma mask, geometry-checked."""
     from ...io import read_image, read_mask
 
-    ct = read_image(ct_path)
+    ct = read_image(ct_path, series_uid=series_uid)
     return ct, read_mask(mask_path, reference=ct, reference_path=ct_path)
 
 

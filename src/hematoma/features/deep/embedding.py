@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ...errors import InputError
 from ...storage import atomic_path, sha1_file, write_json
 from .bundle import MODEL_FILE, CNNModel, load_cnn
-from .cases import ID, case_inputs, feature_table_path, read_case_images, read_feature_table
+from .cases import ID, case_inputs, feature_table_path, read_case_images, read_feature_table, series_of
 from .network import FEATURE_DIM, pooled_features
 from .slices import N_STACKS, SliceSettings, make_stacks
 
@@ -68,7 +68,8 @@ def embed_table(cases: pd.DataFrame, model, progress: bool = True) -> Embeddings
         task = bar.add_task("CNN features", total=len(cases))
         for i, row in enumerate(cases.itertuples(index=False)):
             try:
-                ct, mask = read_case_images(row.baseline_ct, row.baseline_mask)
+                ct, mask = read_case_images(row.baseline_ct, row.baseline_mask,
+                                            series_uid=series_of(row))
                 matrix[i] = embed_patient(ct, mask, model)
             except InputError as error:
                 failures.append({ID: row.patient_id, "stage": "cnn", "reason": str(error)})

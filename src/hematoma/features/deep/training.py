@@ -38,7 +38,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sklearn.model_selection import train_test_split
 
 from ...errors import InputError
-from .cases import ID, LABEL, read_case_images
+from .cases import ID, LABEL, read_case_images, series_of
 from .network import build_network, select_device
 from .slices import SliceSettings, make_stacks
 
@@ -145,7 +145,8 @@ def build_images(cases: pd.DataFrame, slices: SliceSettings, progress: Progress 
     task = progress.add_task("CNN inputs", total=len(cases), status="") if progress else None
     for row in cases.itertuples(index=False):
         try:
-            ct, mask = read_case_images(row.baseline_ct, row.baseline_mask)
+            ct, mask = read_case_images(row.baseline_ct, row.baseline_mask,
+                                       series_uid=series_of(row))
             stacks = make_stacks(ct, mask, slices)
         except InputError as error:
             raise InputError(error.path or row.baseline_mask, f"patient {row.patient_id}: {error.problem}") from None
