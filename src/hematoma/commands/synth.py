@@ -14,7 +14,7 @@ console = Console()
 def synth(
     out: Path = typer.Option(..., "--out", help="Folder to write the cohort into (created if absent)."),
     patients: int = typer.Option(..., "--patients", min=1, help="Number of patients."),
-    seed: int = typer.Option(0, "--seed", help="Random seed; patient i depends only on (seed, i)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed; patient i depends only on (seed, i)."),
     size: str = typer.Option("full", "--size", help="full: 512x512 at ~0.45 mm; small: 128x128 at 1.8 mm (fast)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes making patients in parallel."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace what this generator wrote in OUT (any settings); other files are kept."),
@@ -31,6 +31,15 @@ def synth(
         highlight=False,
     )
     console.print(f"HE rate: {summary['he_rate']:.3f} ({summary['n_he']} of {summary['n']})", highlight=False)
+    # On the console too, not only in the records: these lesions were not placed as first drawn.
+    redrawn, noted = summary.get("redrawn") or {}, summary.get("placement_notes") or {}
+    if redrawn:
+        listed = ", ".join(f"{pid} ({n}x)" for pid, n in redrawn.items())
+        console.print(f"re-drew the hematoma of {len(redrawn)} patient(s) to fit the brain: {listed}; "
+                      "why: 'redraw_reasons' in records/<patient>.json", highlight=False)
+    if noted:
+        console.print(f"placed the hematoma of {len(noted)} patient(s) with less growth or a wider search: "
+                      f"{', '.join(noted)}; how: 'placement_notes' in records/<patient>.json", highlight=False)
     auc = summary["oracle_auc"]
     console.print(f"oracle AUC (true P vs HE): {'n/a (one class)' if auc is None else f'{auc:.3f}'}", highlight=False)
     table = Table(title="baseline volume (mL)")

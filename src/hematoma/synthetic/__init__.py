@@ -9,7 +9,7 @@ of the paper's Table 1 and the truth (HE probability and label).  See
 
 from .clinical import CLINICAL_COLUMNS, LOCATION_FREQUENCIES, LOCATIONS, RISK_COEFFICIENTS, sample_clinical_and_risk
 from .cohort import GENERATOR_VERSION, generate_cohort
-from .patient import SyntheticPatient, make_head_ct, synthesize_patient
+from .patient import GeneratorError, SyntheticPatient, make_head_ct, place_lesions, synthesize_patient
 
 __all__ = [
     "CLINICAL_COLUMNS",
@@ -17,9 +17,11 @@ __all__ = [
     "LOCATIONS",
     "LOCATION_FREQUENCIES",
     "RISK_COEFFICIENTS",
+    "GeneratorError",
     "SyntheticPatient",
     "generate_cohort",
     "make_head_ct",
+    "place_lesions",
     "sample_clinical_and_risk",
     "synthesize_patient",
 ]

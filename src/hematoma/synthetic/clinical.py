@@ -208,6 +208,18 @@ def patient_stream(seed: int, index: int, name: str) -> np.random.Generator:
     return np.random.default_rng(child)
 
 
+def redraw_stream(seed: int, index: int, name: str, attempt: int) -> np.random.Generator:
+    """Stream ``name`` of patient ``index`` for re-draw ``attempt`` (1, 2, ...): a child of that stream.
+
+    Spawn key ``(index, k, attempt)`` never equals a first draw's ``(index, k)``, so a re-draw is as
+    reproducible as the first draw and depends only on ``(seed, index, attempt)``.
+    """
+    if attempt < 1:
+        raise ValueError(f"re-draw attempts count from 1, got {attempt}")
+    child = np.random.SeedSequence(int(seed), spawn_key=(int(index), STREAMS.index(name), int(attempt)))
+    return np.random.default_rng(child)
+
+
 def sample_clinical_and_risk(n_patients: int, seed: int = 0, start: int = 0) -> pd.DataFrame:
     """Patient-level variables and true HE probability of patients ``start .. start+n-1``, no images.
 

@@ -10,7 +10,9 @@ Layout of ``out_dir``::
     synthetic_settings.json seed, size, generator version (what a rerun must match)
     images/P0001_baseline.nii.gz, images/P0001_followup.nii.gz
     masks/P0001_baseline.nii.gz,  masks/P0001_followup.nii.gz
-    records/P0001.json      the patient's clinical values and truth, written last
+    records/P0001.json      the patient's clinical values and truth, written last (with ``redraws``,
+                            ``redraw_reasons`` and ``placement_notes``: what was changed to make the
+                            drawn hematoma fit, and why; summarised in oracle.json ``redrawn``)
 
 Every file is written atomically; a patient counts as done when its record
 and its four images exist, so a rerun with the same settings skips finished
@@ -27,15 +29,16 @@ import json
 import multiprocessing
 import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import InputError
+from ..errors import HematomaError, InputError
 from ..storage import atomic_path, write_json, write_text
 from .clinical import CLINICAL_COLUMNS
-from .patient import check_size, patient_id, synthesize_patient
+from .patient import GeneratorError, check_size, patient_id, synthesize_patient
 
 GENERATOR_VERSION = "1.0"
 SETTINGS_FILE = "synthetic_settings.json"
@@ -66,21 +69,52 @@ def _is_done(out_dir: Path, index: int) -> bool:
     return _record_path(out_dir, index).is_file() and all((out_dir / p).is_file() for p in case_paths(index).values())
 
 
+def _read_record(out_dir: Path, index: int) -> dict | None:
+    """A finished patient's record, or None when it cannot be used (damaged by hand): the patient is made again,
+    identically, since it depends only on (seed, index)."""
+    try:
+        record = json.loads(_record_path(out_dir, index).read_text(encoding="utf-8"))
+        usable = record["index"] == index and all(key in record["truth"] for key in TRUTH_COLUMNS)
+        return record if usable and isinstance(record["clinical"], dict) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def write_patient(out_dir: str | Path, index: int, seed: int, size: str) -> dict:
-    """Make patient ``index`` and write its images and record; return the record."""
+    """Make patient ``index`` and write its images and record; return the record.
+
+    Any failure is a one-line :class:`~hematoma.errors.HematomaError` naming the patient (the CLI
+    prints it without a traceback; ``--debug`` shows the cause), also out of a worker process.
+    """
     out_dir = Path(out_dir)
-    patient = synthesize_patient(index, seed=seed, size=size)
-    _check_label(patient.truth)
+    try:
+        patient = synthesize_patient(index, seed=seed, size=size)
+        _check_label(patient.truth)
+    except HematomaError:
+        raise
+    except Exception as error:
+        raise GeneratorError(f"{patient_id(index)} of seed {seed} ({size}) could not be generated: "
+                             f"{type(error).__name__}: {_one_line(error)}; please report this seed") from error
     paths = case_paths(index)
     images = {
         "baseline_ct": patient.baseline_ct, "followup_ct": patient.followup_ct,
         "baseline_mask": patient.baseline_mask, "followup_mask": patient.followup_mask,
     }
-    for key, image in images.items():
-        write_nifti_gz(image, out_dir / paths[key])
     record = {"index": index, "patient_id": patient.patient_id, "clinical": patient.clinical, "truth": patient.truth}
-    write_json(_record_path(out_dir, index), record)  # last: marks the patient as done
+    writes = [(out_dir / paths[key], lambda d, image=image: write_nifti_gz(image, d)) for key, image in images.items()]
+    writes.append((_record_path(out_dir, index), lambda d: write_json(d, record)))  # last: marks the patient as done
+    for destination, write in writes:
+        try:
+            write(destination)
+        except (OSError, RuntimeError) as error:  # disk full, permissions (SimpleITK raises RuntimeError)
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else _one_line(error)[-200:]
+            raise InputError(destination,
+                             f"could not be written ({reason}); patients already written are kept") from error
     return record
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or "(no message)"
 
 
 def write_nifti_gz(image: sitk.Image, destination: Path) -> None:
@@ -105,7 +139,8 @@ def _check_label(truth: dict) -> None:
     baseline, followup = truth["baseline_volume_ml"], truth["followup_volume_ml"]
     grown = followup - baseline > 6.0 or (baseline > 0 and (followup - baseline) / baseline > 0.33)
     if int(grown) != int(truth["he"]):
-        raise RuntimeError(f"{truth['patient_id']}: masks give HE={int(grown)} but HE={truth['he']} was drawn")
+        raise GeneratorError(f"{truth['patient_id']}: masks give HE={int(grown)} but HE={truth['he']} was drawn "
+                             "(a generator bug; please report the seed)")
 
 
 def _settings(seed: int, size: str) -> dict:
@@ -133,8 +168,11 @@ def _prepare(out_dir: Path, settings: dict, overwrite: bool) -> None:
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(settings_path, settings)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(settings_path, settings)
+    except OSError as error:
+        raise InputError(out_dir, f"cannot be written into ({error.strerror or error})") from error
 
 
 def generate_cohort(out_dir: str | Path, n_patients: int, seed: int = 0, size: str = "full", workers: int = 1,
@@ -147,6 +185,8 @@ def generate_cohort(out_dir: str | Path, n_patients: int, seed: int = 0, size: s
     of generated and skipped patients).
     """
     check_size(size)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(None, f"the seed must be a non-negative integer, got {seed!r}")
     if n_patients < 1:
         raise InputError(None, f"the number of patients must be at least 1, got {n_patients}")
     if workers < 1:
@@ -158,8 +198,9 @@ def generate_cohort(out_dir: str | Path, n_patients: int, seed: int = 0, size: s
     records: dict[int, dict] = {}
     todo = []
     for index in range(n_patients):
-        if _is_done(out_dir, index):
-            records[index] = json.loads(_record_path(out_dir, index).read_text(encoding="utf-8"))
+        record = _read_record(out_dir, index) if _is_done(out_dir, index) else None
+        if record is not None:
+            records[index] = record
         else:
             todo.append(index)
     skipped = n_patients - len(todo)
@@ -174,18 +215,30 @@ def generate_cohort(out_dir: str | Path, n_patients: int, seed: int = 0, size: s
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
                 futures = [pool.submit(write_patient, out_dir, index, seed, size) for index in todo]
-                for future in as_completed(futures):
-                    record = future.result()
-                    records[record["index"]] = record
-                    bar.advance(task)
+                try:
+                    for future in as_completed(futures):
+                        record = future.result()
+                        records[record["index"]] = record
+                        bar.advance(task)
+                except BrokenProcessPool as error:  # a worker killed (out of memory, signal): one line, not a traceback
+                    raise GeneratorError(
+                        f"a worker process died while writing the cohort in {out_dir} ({error}); "
+                        "finished patients are kept: rerun to resume, perhaps with fewer --workers") from error
+                finally:
+                    for future in futures:
+                        future.cancel()
 
     ordered = [records[i] for i in range(n_patients)]
-    _write_manifest(out_dir / "manifest.csv", ordered)
-    _write_truth(out_dir / "truth.csv", ordered)
     summary = summarize([r["truth"] for r in ordered])
     summary.update({"n": n_patients, "seed": int(seed), "size": size, "generator_version": GENERATOR_VERSION,
                     "he_definition": HE_DEFINITION})
-    write_json(out_dir / "oracle.json", summary)
+    for name, write in (("manifest.csv", _write_manifest), ("truth.csv", _write_truth),
+                        ("oracle.json", lambda path, _: write_json(path, summary))):
+        try:
+            write(out_dir / name, ordered)
+        except OSError as error:  # the patients are written: a rerun only writes these tables again
+            raise InputError(out_dir / name, f"could not be written ({error.strerror or error}); "
+                             "the patients are kept: rerun to finish") from error
     return {**summary, "out_dir": str(out_dir), "generated": len(todo), "skipped": skipped}
 
 
@@ -220,6 +273,10 @@ def summarize(truths: list[dict]) -> dict:
             "all": quartiles(volume), "he": quartiles(volume[he == 1]), "no_he": quartiles(volume[he == 0]),
         },
         "locations": {loc: int(n) for loc, n in zip(*np.unique([t["location"] for t in truths], return_counts=True))},
+        # Patients whose hematoma was re-drawn, or placed with less growth or a wider search, to fit the brain
+        # (why: their records); records written before these keys existed count as neither.
+        "redrawn": {t["patient_id"]: int(t["redraws"]) for t in truths if t.get("redraws")},
+        "placement_notes": {t["patient_id"]: list(t["placement_notes"]) for t in truths if t.get("placement_notes")},
     }
 
 

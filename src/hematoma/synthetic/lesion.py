@@ -111,7 +111,11 @@ def draw_hematoma(rng: np.random.Generator, anatomy: HeadAnatomy, location: str,
 
 
 class LesionDoesNotFit(RuntimeError):
-    """The asked-for volume cannot be placed in the allowed brain region (a large posterior-fossa bleed)."""
+    """The asked-for volume cannot be placed in the allowed brain region (a large posterior-fossa bleed).
+
+    Internal to the generator: :func:`~hematoma.synthetic.patient.place_lesions` catches it and
+    searches wider, re-draws or shrinks the lesion (recording why), so no user ever sees it.
+    """
 
 
 def smallest_growth_ratio(expands: bool, volume_ml: float) -> float:
@@ -255,51 +259,25 @@ class _LesionField:
         ok = _may_bleed(self.hematoma, self.head.anatomy, self.points[:, indices], self.depth[indices])
         return indices[ok]
 
-    def likely(self, n_needed: int) -> np.ndarray:
-        """Flat indices of the ~3 n_needed smallest rho (the only ones the costlier tests see)."""
+    def likely(self, n_needed: int, wide: bool = False) -> np.ndarray:
+        """Flat indices of the ~3 n_needed smallest rho (the only ones the costlier tests see); all if ``wide``."""
+        if wide:
+            return np.arange(self.rho.size)
         cap_rank = min(3 * n_needed + 64, self.rho.size - 1)
         return np.flatnonzero(self.rho <= np.partition(self.rho, cap_rank)[cap_rank])
 
 
 def render_hematoma(image: np.ndarray, reference: sitk.Image, pose: Pose, head: RenderedHead,
-                    hematoma: Hematoma, volume_ml: float) -> np.ndarray:
+                    hematoma: Hematoma, volume_ml: float, wide: bool = False) -> np.ndarray:
     """Paint the hematoma (and its edema) into the scan ``image`` (in place); return its uint8 mask.
 
     ``volume_ml`` is met to one voxel: the threshold of ``rho`` is the k-th
     smallest value over the voxels where blood may be.  On fine grids the
     shape is first located on a coarse sub-grid (every ~1.8 mm in-plane),
-    then evaluated at every voxel of its tight box only.
+    then evaluated at every voxel of its tight box only.  ``wide``: see
+    :func:`fit_hematoma`.  Raises :class:`LesionDoesNotFit`.
     """
-    spacing = np.asarray(reference.GetSpacing())
-    n_voxels = max(int(round(volume_ml * 1000.0 / float(np.prod(spacing)))), 1)
-    lattices = _noise_lattices(hematoma)
-    edema_rho = hematoma.edema_mm / float(np.mean(hematoma.radii_mm))
-    reach = 1.8 * max(hematoma.radii_mm) * max(volume_ml / hematoma_volume_hint(hematoma), 1.0) ** (1 / 3) + 6.0
-    stride = max(1, int(round(1.8 / spacing[0])))
-    for _ in range(6):
-        box = _index_box(reference, pose, hematoma.centre_mm, reach, image.shape)
-        if stride > 1:
-            coarse = tuple(slice(b.start, b.stop, stride if k else 1) for k, b in enumerate(box))
-            needed = max(n_voxels // stride**2, 1)
-            field = _LesionField(hematoma, head, reference, pose, lattices, coarse)
-            allowed = field.allowed(field.likely(needed))
-            if allowed.size < needed:
-                reach *= 1.4
-                continue
-            level = np.partition(field.rho[allowed], needed - 1)[needed - 1] * 1.15 + edema_rho
-            box = _tight_box(coarse, field.rho.reshape(field.box.shape) <= level, image.shape)
-        field = _LesionField(hematoma, head, reference, pose, lattices, box)
-        allowed = field.allowed(field.likely(n_voxels))
-        if allowed.size < n_voxels:
-            reach *= 1.4
-            continue
-        threshold = np.partition(field.rho[allowed], n_voxels - 1)[n_voxels - 1]
-        if _touches_open_face(field.rho.reshape(field.box.shape), threshold + edema_rho, box, image.shape):
-            reach *= 1.4
-            continue
-        break
-    else:
-        raise LesionDoesNotFit("the hematoma does not fit in the brain")
+    field, allowed, threshold, box = fit_hematoma(reference, pose, head, hematoma, volume_ml, image.shape, wide)
     box_mask = np.zeros(field.rho.size, dtype=bool)
     box_mask[allowed[field.rho[allowed] <= threshold]] = True
 
@@ -312,6 +290,56 @@ def render_hematoma(image: np.ndarray, reference: sitk.Image, pose: Pose, head: 
     mask = np.zeros(image.shape, dtype=np.uint8)
     mask[box] = box_mask.reshape(field.box.shape)
     return mask
+
+
+def fit_hematoma(reference: sitk.Image, pose: Pose, head: RenderedHead, hematoma: Hematoma, volume_ml: float,
+                 shape, wide: bool = False):
+    """Where the hematoma goes: (field, allowed indices, rho threshold, box) for a scan of ``shape``.
+
+    Placement only (no painting).  The
+    default search tests only the ~3k voxels of smallest rho for the k it
+    needs: fast, but a large bleed beside the falx, the ventricles or the
+    cortex can have fewer than k allowed voxels among them although the
+    brain holds it (that made whole cohorts fail).  ``wide`` tests every
+    voxel of the box instead: the same definition (the k smallest rho where
+    blood may be), only slower; the caller asks for it after the default
+    search failed, so lesions that fitted before are unchanged to the bit.
+    Raises :class:`LesionDoesNotFit` when the box never holds k allowed voxels.
+    """
+    spacing = np.asarray(reference.GetSpacing())
+    n_voxels = max(int(round(volume_ml * 1000.0 / float(np.prod(spacing)))), 1)
+    lattices = _noise_lattices(hematoma)
+    edema_rho = hematoma.edema_mm / float(np.mean(hematoma.radii_mm))
+    reach = 1.8 * max(hematoma.radii_mm) * max(volume_ml / hematoma_volume_hint(hematoma), 1.0) ** (1 / 3) + 6.0
+    stride = max(1, int(round(1.8 / spacing[0])))
+    previous = None
+    for _ in range(6):
+        box = _index_box(reference, pose, hematoma.centre_mm, reach, shape)
+        if box == previous:  # the box already spans the scan: every further try would fail the same way
+            break
+        previous = box
+        if stride > 1:
+            coarse = tuple(slice(b.start, b.stop, stride if k else 1) for k, b in enumerate(box))
+            needed = max(n_voxels // stride**2, 1)
+            field = _LesionField(hematoma, head, reference, pose, lattices, coarse)
+            allowed = field.allowed(field.likely(needed, wide))
+            if allowed.size < needed:
+                reach *= 1.4
+                continue
+            level = np.partition(field.rho[allowed], needed - 1)[needed - 1] * 1.15 + edema_rho
+            box = _tight_box(coarse, field.rho.reshape(field.box.shape) <= level, shape)
+        field = _LesionField(hematoma, head, reference, pose, lattices, box)
+        allowed = field.allowed(field.likely(n_voxels, wide))
+        if allowed.size < n_voxels:
+            reach *= 1.4
+            continue
+        threshold = np.partition(field.rho[allowed], n_voxels - 1)[n_voxels - 1]
+        if _touches_open_face(field.rho.reshape(field.box.shape), threshold + edema_rho, box, shape):
+            reach *= 1.4
+            continue
+        return field, allowed, threshold, box
+    raise LesionDoesNotFit(f"a {volume_ml:.1f} mL {hematoma.location} hematoma does not fit in the brain"
+                           f"{' (whole-box search)' if wide else ''}")
 
 
 def _tight_box(coarse, selected: np.ndarray, shape) -> tuple[slice, slice, slice]:

@@ -4,6 +4,16 @@ Patient ``i`` of a cohort depends only on ``(seed, i)``: its random streams
 are children of ``numpy.random.SeedSequence(seed)`` (see
 :func:`~hematoma.synthetic.clinical.patient_stream`), so patients can be made
 in any order, in parallel, and again after an interruption.
+
+A drawn hematoma that does not fit the brain never aborts the cohort.  In
+order, each step only when the one before failed (so every patient that
+fitted at first is unchanged to the bit): the follow-up's growth shrinks
+towards the least that keeps the drawn label; the placement search tests the
+whole box instead of the voxels nearest the lesion's core; the placement and
+shape are re-drawn from derived seeds at the same location, volume and label
+(rejection sampling: real bleeds fit their skull); last, re-drawn at a smaller
+volume.  Each step is written in the patient's truth (``redraws``,
+``redraw_reasons``, ``placement_notes``).
 """
 
 from __future__ import annotations
@@ -13,11 +23,27 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import InputError
-from .clinical import LOCATIONS, draw_patient_variables, patient_stream
+from ..errors import HematomaError, InputError
+from .clinical import LOCATIONS, draw_patient_variables, patient_stream, redraw_stream
 from .lesion import LesionDoesNotFit, draw_growth, draw_hematoma, render_hematoma, smallest_growth_ratio
 from .phantom import SIZES, RenderedHead, draw_anatomy, render_head
 from .scanner import Pose, draw_pose, follow_up_pose, scan, scanner_reference
+
+
+REDRAWS = 3  # placement-and-shape re-draws at the drawn volume
+SHRINKS = 8  # then re-draws at SHRINK_FACTOR times the volume each, down to MIN_VOLUME_ML
+SHRINK_FACTOR = 0.85
+MIN_VOLUME_ML = 1.5  # the smallest volume the risk model draws (clinical.draw_patient_variables)
+
+
+class GeneratorError(HematomaError):
+    """The generator could not make or write a patient, not for a fault in the user's input (a bug, a dead worker):
+    one line naming the patient and seed, exit 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str):  # one argument: survives pickling out of a worker process
+        super().__init__(message)
 
 
 @dataclass
@@ -43,19 +69,86 @@ def check_size(size: str) -> str:
     return size
 
 
+def _acquire_baseline(head, pose, hematoma, volume_ml: float, size: str, seed: int, index: int, noise_sd: float,
+                      notes: list[str]):
+    """The baseline scan: the fast placement search, then (noted) the whole-box one."""
+    try:
+        return acquire(head, pose, hematoma, volume_ml, size, patient_stream(seed, index, "noise_baseline"), noise_sd)
+    except LesionDoesNotFit:
+        scans = acquire(head, pose, hematoma, volume_ml, size, patient_stream(seed, index, "noise_baseline"), noise_sd,
+                        wide=True)
+        notes.append(f"baseline: the {volume_ml:.1f} mL hematoma was placed by the whole-box search "
+                     "(the fast search found too few brain voxels near its core)")
+        return scans
+
+
 def _acquire_followup(head, pose, grown, volume_ml: float, ratio: float, expands: bool, size: str, seed: int,
-                      index: int, noise_sd: float):
+                      index: int, noise_sd: float, notes: list[str]):
     """The follow-up scan; growth that does not fit (a large posterior-fossa bleed) shrinks towards the least
-    growth that keeps the drawn HE label, rather than aborting the whole cohort."""
+    growth that keeps the drawn HE label, rather than aborting the whole cohort; then the same with the
+    whole-box search."""
     least = smallest_growth_ratio(expands, volume_ml)
-    for step in range(4):
-        tried = ratio - (ratio - least) * step / 3
+    for wide in (False, True):
+        for step in range(4):
+            tried = ratio - (ratio - least) * step / 3
+            try:
+                scans = acquire(head, pose, grown, volume_ml * tried, size,
+                                patient_stream(seed, index, "noise_followup"), noise_sd, wide=wide)
+            except LesionDoesNotFit:
+                continue
+            if wide:
+                notes.append(f"follow-up: the {volume_ml * tried:.1f} mL hematoma was placed by the whole-box search "
+                             "(the fast search found too few brain voxels near its core)")
+            if step:
+                notes.append(f"follow-up: growth x{ratio:.2f} did not fit; reduced to x{tried:.2f} "
+                             f"(x{least:.2f} is the least that keeps the drawn HE label)")
+            return scans
+    raise LesionDoesNotFit(f"the follow-up hematoma does not fit in the brain, even at the least growth "
+                           f"(x{least:.2f}, {volume_ml * least:.1f} mL)")
+
+
+def _lesion_tries(seed: int, index: int, anatomy, traits: dict, expands: bool):
+    """The hematomas to try, in order: (attempt, baseline hematoma, follow-up hematoma, growth ratio, volume)."""
+    volume = traits["nominal_volume_ml"]
+    for attempt in range(1 + REDRAWS + SHRINKS):
+        if attempt > REDRAWS:
+            volume = max(volume * SHRINK_FACTOR, MIN_VOLUME_ML)
+        rng = patient_stream(seed, index, "lesion") if attempt == 0 else redraw_stream(seed, index, "lesion", attempt)
+        hematoma = draw_hematoma(rng, anatomy, traits["location"], volume, traits["irregularity"],
+                                 traits["heterogeneity"])
+        grown, ratio = draw_growth(rng, hematoma, expands=expands, volume_ml=volume)
+        yield attempt, hematoma, grown, ratio, volume
+
+
+def place_lesions(head: RenderedHead, pose: Pose, later_pose: Pose, traits: dict, expands: bool, size: str,
+                  seed: int, index: int, noise_sd: float = 5.0) -> tuple[tuple[sitk.Image, ...], dict]:
+    """Baseline and follow-up scans with the patient's hematoma, re-drawn until it fits (module docstring).
+
+    Returns ((baseline CT, baseline mask, follow-up CT, follow-up mask), log) where ``log`` holds
+    ``redraws`` (how many times the lesion was re-drawn), ``redraw_reasons`` (why, and what changed,
+    one line each) and ``placement_notes`` (smaller steps taken for the lesion that was kept).
+    Raises :class:`GeneratorError` if nothing fits.
+    """
+    reasons: list[str] = []
+    error = None
+    for attempt, hematoma, grown, ratio, volume in _lesion_tries(seed, index, head.anatomy, traits, expands):
+        if error is not None:
+            change = ("re-drew its placement and shape (same location, volume and HE label; derived seed)"
+                      if attempt <= REDRAWS else
+                      f"re-drew it at {volume:.1f} mL (same location and HE label; true_p keeps the drawn "
+                      f"{traits['nominal_volume_ml']:.1f} mL)")
+            reasons.append(f"{error}; {change}")
+        notes: list[str] = []
         try:
-            return acquire(head, pose, grown, volume_ml * tried, size, patient_stream(seed, index, "noise_followup"),
-                           noise_sd)
-        except LesionDoesNotFit:
-            if step == 3:
-                raise
+            scans = _acquire_baseline(head, pose, hematoma, volume, size, seed, index, noise_sd, notes)
+            scans += _acquire_followup(head, later_pose, grown, volume, ratio, expands, size, seed, index, noise_sd,
+                                       notes)
+        except LesionDoesNotFit as failure:
+            error = failure
+            continue
+        return scans, {"redraws": attempt, "redraw_reasons": reasons, "placement_notes": notes}
+    raise GeneratorError(f"{patient_id(index)} of seed {seed} ({size}): the {traits['location']} hematoma did not fit "
+                         f"in the brain in {1 + REDRAWS + SHRINKS} tries (last: {error}); please report this seed")
 
 
 def synthesize_patient(index: int, seed: int = 0, size: str = "full") -> SyntheticPatient:
@@ -65,18 +158,12 @@ def synthesize_patient(index: int, seed: int = 0, size: str = "full") -> Synthet
     traits = draw["traits"]
     anatomy = draw_anatomy(patient_stream(seed, index, "anatomy"), age=draw["clinical"]["age"])
     head = render_head(anatomy, size)
-    lesion_rng = patient_stream(seed, index, "lesion")
-    hematoma = draw_hematoma(lesion_rng, anatomy, traits["location"], traits["nominal_volume_ml"],
-                             traits["irregularity"], traits["heterogeneity"])
-    grown, ratio = draw_growth(lesion_rng, hematoma, expands=bool(draw["he"]), volume_ml=traits["nominal_volume_ml"])
     pose_rng = patient_stream(seed, index, "pose")
     pose = draw_pose(pose_rng, anatomy)
     later_pose = follow_up_pose(pose_rng, pose)
     noise_sd = float(pose_rng.uniform(4.0, 6.0))  # scanner dose: same protocol for both scans
-    baseline_ct, baseline_mask = acquire(head, pose, hematoma, traits["nominal_volume_ml"], size,
-                                         patient_stream(seed, index, "noise_baseline"), noise_sd)
-    followup_ct, followup_mask = _acquire_followup(head, later_pose, grown, traits["nominal_volume_ml"], ratio,
-                                                   bool(draw["he"]), size, seed, index, noise_sd)
+    (baseline_ct, baseline_mask, followup_ct, followup_mask), log = place_lesions(
+        head, pose, later_pose, traits, bool(draw["he"]), size, seed, index, noise_sd)
     pid = patient_id(index)
     truth = {
         "patient_id": pid,
@@ -88,17 +175,21 @@ def synthesize_patient(index: int, seed: int = 0, size: str = "full") -> Synthet
         "location": traits["location"],
         "irregularity": traits["irregularity"],
         "heterogeneity": traits["heterogeneity"],
+        **log,
     }
     return SyntheticPatient(pid, baseline_ct, followup_ct, baseline_mask, followup_mask, dict(draw["clinical"]), truth)
 
 
 def acquire(head: RenderedHead, pose: Pose, hematoma, volume_ml: float, size: str,
-            noise_rng: np.random.Generator, noise_sd: float) -> tuple[sitk.Image, sitk.Image]:
-    """Scan the head in ``pose`` with the hematoma (None: none); return (CT int16 HU, mask UInt8)."""
+            noise_rng: np.random.Generator, noise_sd: float, wide: bool = False) -> tuple[sitk.Image, sitk.Image]:
+    """Scan the head in ``pose`` with the hematoma (None: none); return (CT int16 HU, mask UInt8).
+
+    ``wide``: the whole-box placement search (:func:`~hematoma.synthetic.lesion.fit_hematoma`).
+    """
     reference = scanner_reference(head.anatomy, pose, size)
     image = scan(head, reference, pose)
     if hematoma is not None and volume_ml > 0:
-        mask = render_hematoma(image, reference, pose, head, hematoma, volume_ml)
+        mask = render_hematoma(image, reference, pose, head, hematoma, volume_ml, wide)
     else:
         mask = np.zeros(image.shape, dtype=np.uint8)
     noise = noise_rng.standard_normal(image.shape, dtype=np.float32)
@@ -137,4 +228,11 @@ def make_head_ct(size: str = "small", seed: int = 0, hematoma_ml: float = 20.0, 
     hematoma = None
     if hematoma_ml > 0:
         hematoma = draw_hematoma(patient_stream(seed, 0, "lesion"), anatomy, location, hematoma_ml, irregularity, heterogeneity)
-    return acquire(head, pose, hematoma, hematoma_ml, size, patient_stream(seed, 0, "noise_baseline"), 5.0)
+    for wide in (False, True):
+        try:
+            return acquire(head, pose, hematoma, hematoma_ml, size, patient_stream(seed, 0, "noise_baseline"), 5.0,
+                           wide=wide)
+        except LesionDoesNotFit:
+            continue
+    raise InputError(None, f"a {hematoma_ml:g} mL {location} hematoma does not fit in the brain of head {seed}; "
+                           "choose a smaller hematoma_ml")
