@@ -331,6 +331,14 @@ def test_a_second_run_on_a_held_folder_refuses_naming_the_holder(cohort, finishe
     assert f"is in use by another run (pid {holder.pid} on " in _one_line(result)
     assert _snapshot(out) == before
 
+    # The CNN stages write into OUT too (split.csv, the merged feature table).
+    for command in (["cnn", "train", str(out), "--out", str(out.parent / "cnn"), "--preset", "fast"],
+                    ["cnn", "embed", str(out), "--model", str(out.parent / "cnn")]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2
+        assert f"is in use by another run (pid {holder.pid} on " in _one_line(result)
+        assert _snapshot(out) == before
+
 
 def test_the_lock_of_a_killed_process_does_not_block(held):
     out, holder = held

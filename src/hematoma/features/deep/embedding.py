@@ -18,7 +18,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ...errors import InputError
-from ...storage import atomic_path, sha1_file, write_json
+from ...storage import atomic_path, folder_lock, sha1_file, write_json
 from .bundle import MODEL_FILE, CNNModel, load_cnn
 from .cases import ID, case_inputs, feature_table_path, read_case_images, read_feature_table, series_of
 from .network import FEATURE_DIM, pooled_features
@@ -98,6 +98,13 @@ def embed_output(out: str | Path, model_dir: str | Path, slices: SliceSettings |
     and a line in ``OUT/cnn_failures.csv``.
     """
     out = Path(out)
+    feature_table_path(out)  # a missing OUT is refused before the lock would create it
+    # OUT's table is rewritten: one run at a time (`run`, holding OUT already, shares its hold).
+    with folder_lock(out):
+        return _embed_output(out, model_dir, slices, device, progress)
+
+
+def _embed_output(out: Path, model_dir, slices, device: str, progress: bool) -> Embeddings:
     model = load_cnn(model_dir, slices=slices, device=device)
     table = read_feature_table(out)
     source = feature_table_path(out)

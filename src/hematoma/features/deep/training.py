@@ -343,12 +343,26 @@ def train_cnn(out, cnn_dir, preset_name: str = "paper", weights: str = "auto", s
     """
     from pathlib import Path
 
-    from ...cohort import load_or_make_split
-    from .bundle import _check_destination, save_cnn
-    from .cases import case_inputs, data_sha1, read_feature_table
+    from .bundle import _check_destination
+    from .cases import feature_table_path
 
     settings = preset(preset_name, **overrides)
     _check_destination(Path(cnn_dir), overwrite)  # fail before hours of training, not after
+    from ...storage import folder_lock
+
+    feature_table_path(out)  # a missing OUT is refused before the lock would create it
+    # split.csv may be written in OUT: one run at a time (`run`, holding OUT already, shares its hold).
+    with folder_lock(out):
+        return _train_cnn(out, cnn_dir, settings, slices, weights, seed, device, overwrite, progress)
+
+
+def _train_cnn(out, cnn_dir, settings, slices, weights, seed, device, overwrite, progress) -> TrainingResult:
+    from pathlib import Path
+
+    from ...cohort import load_or_make_split
+    from .bundle import save_cnn
+    from .cases import case_inputs, data_sha1, read_feature_table
+
     table = read_feature_table(out)
     if LABEL not in table.columns:
         raise InputError(Path(out), "the feature table has no 'he' label column: the CNN cannot be trained")
