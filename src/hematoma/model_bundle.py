@@ -11,6 +11,9 @@ Loading must not be able to run code.  skops refuses every type it does not
 trust; we pass it only the types on :data:`TRUSTED_TYPES`, an allow-list kept
 here in the code.  What the file itself lists is never trusted: a bundle holding
 any other type (a tampered file) is refused with the names of the types.
+Two of the allow-listed types, scikit-learn's tree arrays, are walked without
+bounds checks by compiled code, so every tree is checked on load
+(:mod:`hematoma.tree_checks`) before the estimator is returned.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from .errors import InputError
 from .evaluation.metrics import to_jsonable
 from .model import decision_threshold, fitted_pipeline, model_inputs, model_summary
 from .storage import refuse_overwrite
+from .svm_checks import check_fitted_svms
+from .tree_checks import check_fitted_trees
 
 BUNDLE_FORMAT = "hematoma-model-bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -192,7 +197,8 @@ def load_model(path: str | Path, expected_columns=None, allow_version_mismatch: 
     - scikit-learn of another major.minor version than the one that saved it
       (estimators' internals change between minor versions) unless
       ``allow_version_mismatch=True`` (then a warning);
-    - any type outside :data:`TRUSTED_TYPES`;
+    - any type outside :data:`TRUSTED_TYPES`, a ``model.skops`` skops cannot
+      read, and tree arrays with indices out of range (:mod:`.tree_checks`);
     - ``expected_columns`` (the columns of the table to predict on) lacking
       feature columns the model needs: they are listed.
     """
@@ -214,11 +220,7 @@ def load_model(path: str | Path, expected_columns=None, allow_version_mismatch: 
     if _sha256(model_path) != meta.get("model_sha256"):
         raise InputError(model_path, "does not match the checksum in bundle.json (corrupted or altered)")
     _check_versions(meta.get("versions", {}), path, allow_version_mismatch)
-    untrusted = sio.get_untrusted_types(file=model_path)
-    refused = _untrusted(untrusted)
-    if refused:
-        raise InputError(model_path, f"holds types this version of hematoma does not trust, refusing to load: {refused}")
-    estimator = sio.load(model_path, trusted=list(untrusted))
+    estimator = load_skops(model_path, TRUSTED_TYPES)
     feature_columns = list(meta.get("feature_columns", []))
     if expected_columns is not None:
         check_columns(feature_columns, expected_columns, path)
@@ -233,6 +235,39 @@ def load_model(path: str | Path, expected_columns=None, allow_version_mismatch: 
         summary=meta.get("summary", {}),
         created=meta.get("created", ""),
     )
+
+
+def load_skops(model_path: Path, trusted_types) -> object:
+    """The estimator in a skops file whose types are all in ``trusted_types``, its trees checked.
+
+    Every failure is one ``InputError`` naming the file: types outside the
+    list, a file skops cannot read (not a zip, a member missing, a malformed
+    schema or array), tree arrays out of range.
+    """
+    try:
+        untrusted = sio.get_untrusted_types(file=model_path)
+    except Exception as error:  # noqa: BLE001 - whatever the reader trips on, the file is malformed
+        raise InputError(model_path, f"cannot be read as a skops model file ({_reason(error)})") from None
+    refused = sorted(set(untrusted) - set(trusted_types))
+    if refused:
+        raise InputError(model_path, f"holds types this version of hematoma does not trust, refusing to load: {refused}")
+    try:
+        estimator = sio.load(model_path, trusted=list(untrusted))
+    except Exception as error:  # noqa: BLE001 - as above; only allow-listed types can be built here
+        raise InputError(model_path, f"cannot be read as a skops model file ({_reason(error)})") from None
+    try:
+        check_fitted_trees(estimator, model_path)
+        check_fitted_svms(estimator, model_path)
+    except InputError:
+        raise
+    except Exception as error:  # noqa: BLE001 - an attribute of the wrong kind where a fitted one belongs
+        raise InputError(model_path, f"holds a malformed fitted estimator ({_reason(error)})") from None
+    return estimator
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def check_columns(needed, available, bundle_path=None) -> None:
@@ -257,7 +292,7 @@ def _check_versions(saved: dict, path: Path, allow_mismatch: bool) -> None:
             f"install scikit-learn=={saved_sklearn} or retrain"
         )
         if not allow_mismatch:
-            raise InputError(path, reason + " (or allow the mismatch explicitly, at your own risk)")
+            raise InputError(path, reason + " (or pass --allow-version-mismatch to load it at your own risk)")
         warnings.warn(f"{path}: {reason}; loading anyway as asked", stacklevel=3)
     others = [
         f"{p} {saved.get(p)} -> {now[p]}"

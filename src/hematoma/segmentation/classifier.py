@@ -12,14 +12,17 @@ Here:
   settings its predictors were computed with; it is what
   ``segment_hemorrhage(image, model)`` uses, and it is saved as a folder:
   ``model.skops`` (loaded with an explicit list of trusted types, so loading
-  a model cannot run code) and ``settings.json``;
+  a model cannot run code, and its tree arrays bounds-checked) and
+  ``settings.json`` (with the SHA-256 of ``model.skops``, checked on load);
 * :func:`collect_training_voxels` samples candidate voxels of CT scans with
   masks, :func:`train_from_manifest` does it all for a cohort manifest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Iterable
@@ -201,12 +204,14 @@ class HemorrhageSegmentationModel:
         folder.mkdir(parents=True, exist_ok=True)
         from ..storage import atomic_path
 
-        with atomic_path(folder / MODEL_FILE) as temporary:
-            import skops.io  # here, not at the top: it imports torch (~5 s), which segmenting never needs
+        import skops.io  # here, not at the top: it imports torch (~5 s), which segmenting never needs
 
-            skops.io.dump(self.classifier, temporary)
+        data = skops.io.dumps(self.classifier)
+        with atomic_path(folder / MODEL_FILE) as temporary:
+            temporary.write_bytes(data)
         settings = dict(self.settings)
         settings.update(
+            model_sha256=hashlib.sha256(data).hexdigest(),
             package_version=__version__,
             sklearn_version=sklearn.__version__,
             selected_estimator=self.classifier.selected_estimator_,
@@ -230,20 +235,81 @@ class HemorrhageSegmentationModel:
             settings = json.loads(settings_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise InputError(settings_path, f"cannot be read as JSON ({error})") from None
+        if not isinstance(settings, dict):
+            raise InputError(settings_path, "is not a settings object: not a model folder made by `hematoma segment-train`")
         for key, expected in current_settings().items():
             if settings.get(key) != expected:
                 raise InputError(settings_path, f"the model was trained with {key} = {settings.get(key)!r}, but this version "
                                                 f"of hematoma ({__version__}) uses {expected!r}; retrain it with `hematoma segment-train`")
-        import skops.io  # see save()
+        recorded = settings.get("model_sha256")
+        if not isinstance(recorded, str):
+            raise InputError(settings_path, f"records no checksum of {MODEL_FILE} (written by an older hematoma, or edited), "
+                                            "so the model cannot be verified; retrain it with `hematoma segment-train`")
+        _refuse_other_content(model_path)
+        if hashlib.sha256(model_path.read_bytes()).hexdigest() != recorded:
+            raise InputError(model_path, f"does not match the checksum in {SETTINGS_FILE} (corrupted or altered); "
+                                         "copy the folder again or retrain it with `hematoma segment-train`")
+        from ..model_bundle import load_skops  # imports skops: see save()
 
+        classifier = load_skops(model_path, TRUSTED_TYPES)
+        _check_classifier(classifier, model_path)
+        return cls(classifier, _training_geometry(settings.get("training", {}), settings_path),
+                   {k: settings[k] for k in current_settings()})
+
+
+def _training_geometry(training, settings_path: Path) -> dict:
+    """The recorded training geometry, refused unless each range is two positive numbers (check_image uses them)."""
+    if not isinstance(training, dict):
+        raise InputError(settings_path, f"'training' is a {type(training).__name__}, not an object")
+    for key in ("slice_thickness_mm", "pixel_size_mm"):
+        value = training.get(key)
+        if value is not None and not (isinstance(value, list) and len(value) == 2
+                                      and all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in value)
+                                      and value[0] <= value[1]):
+            raise InputError(settings_path, f"training {key} is {value!r}, not a range [low, high] in mm")
+    return training
+
+
+def _refuse_other_content(model_path: Path) -> None:
+    """Name what a model file holds when it is not ours, before the checksum says only that it differs.
+
+    Reads the skops schema only (no object is built): untrusted types, or a
+    top-level object other than a VoxelHemorrhageClassifier.
+    """
+    import zipfile
+
+    import skops.io
+
+    try:
+        with zipfile.ZipFile(model_path) as archive:
+            root = json.loads(archive.read("schema.json"))
         untrusted = skops.io.get_untrusted_types(file=model_path)
-        unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
-        if unexpected:
-            raise InputError(model_path, f"contains types that are not trusted: {', '.join(unexpected)}; refusing to load it")
-        classifier = skops.io.load(model_path, trusted=untrusted)
-        if not isinstance(classifier, VoxelHemorrhageClassifier):
-            raise InputError(model_path, f"holds a {type(classifier).__name__}, not a VoxelHemorrhageClassifier")
-        return cls(classifier, settings.get("training", {}), {k: settings[k] for k in current_settings()})
+    except Exception:  # noqa: BLE001 - unreadable: load_skops reports it, after the checksum
+        return
+    unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if unexpected:
+        raise InputError(model_path, f"contains types that are not trusted: {', '.join(unexpected)}; refusing to load it")
+    name = root.get("__class__") if isinstance(root, dict) else None
+    if name != VoxelHemorrhageClassifier.__name__:
+        raise InputError(model_path, f"holds a {name}, not a VoxelHemorrhageClassifier")
+
+
+def _check_classifier(classifier, model_path: Path) -> None:
+    """A fitted classifier of the kind :meth:`VoxelHemorrhageClassifier.fit` makes, or one line saying what is not."""
+    if not isinstance(classifier, VoxelHemorrhageClassifier):
+        raise InputError(model_path, f"holds a {type(classifier).__name__}, not a VoxelHemorrhageClassifier")
+    name = getattr(classifier, "selected_estimator_", None)
+    if name not in ESTIMATOR_NAMES:
+        raise InputError(model_path, f"holds an unfitted classifier or an unknown model {name!r}")
+    expected = type(make_estimator(name))
+    if type(classifier.estimator_) is not expected:
+        raise InputError(model_path, f"holds a {type(classifier.estimator_).__name__} where fit makes a {expected.__name__}")
+    threshold = getattr(classifier, "threshold_", None)
+    if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or not 0 < threshold < 1:
+        raise InputError(model_path, f"has a probability cut-off {threshold!r} outside (0, 1)")
+    if getattr(classifier, "n_features_in_", None) != len(voxel_features.FEATURE_NAMES):
+        raise InputError(model_path, f"takes {getattr(classifier, 'n_features_in_', None)} predictors, "
+                                     f"not the {len(voxel_features.FEATURE_NAMES)} this version computes")
 
 
 def _range_text(values) -> str:
