@@ -27,11 +27,25 @@ from typing import Any, Iterator
 from .errors import InputError
 
 
+def make_parent(destination: str | Path) -> None:
+    """Create ``destination``'s folder, or say in one line why it cannot be (a file in the way, no permission)."""
+    parent = Path(destination).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in [parent, *parent.parents] if p.exists() and not p.is_dir()), parent)
+        raise InputError(destination, f"cannot be written: {blocking} is a file, not a folder") from None
+    except OSError as error:
+        raise InputError(destination, f"cannot be written ({error.strerror or error})") from None
+
+
 @contextlib.contextmanager
 def atomic_path(destination: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``destination``; rename it there on success."""
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(destination)
+    if destination.is_dir():
+        raise InputError(destination, "is a folder; give a file name to write")
     # Keep the real suffix(es) so that writers choosing a format by extension
     # (SimpleITK, pandas) pick the right one.
     suffix = suffix if suffix is not None else "".join(destination.suffixes)
