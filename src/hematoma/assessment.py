@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import InputError
-from .protocols import ID, FeatureSource, labelled, read_features, training_hash
+from .protocols import ID, FeatureSource, labelled, naming, read_features, training_hash
 from .storage import sha1_file
 
 N_TOP = 15
@@ -68,16 +68,27 @@ def feature_set_name(groups) -> str:
 
 
 def assess(model: str | Path, features: str | Path, external: bool = False, seed: int | None = None,
-           progress: bool = False) -> Assessment:
-    """Evaluate the bundle ``model`` on ``features`` (see the module docstring)."""
+           progress: bool = False, allow_version_mismatch: bool = False) -> Assessment:
+    """Evaluate the bundle ``model`` on ``features`` (see the module docstring).
+
+    ``allow_version_mismatch``: load a bundle saved with other scikit-learn (etc.)
+    versions, with a warning (:func:`hematoma.model_bundle.load_model`).
+    """
+    from .model_bundle import load_model
+
+    bundle = load_model(model, allow_version_mismatch=allow_version_mismatch)
+    label = bundle.settings.get("label", "he")
+    source = read_features(features, label=label)
+    with naming(source.path):
+        return _assess(bundle, source, label, external, seed, progress)
+
+
+def _assess(bundle, source: FeatureSource, label: str, external: bool, seed: int | None, progress: bool) -> Assessment:
     from threadpoolctl import threadpool_limits
 
-    from .model_bundle import check_columns, load_model
+    from .model_bundle import check_columns
 
-    bundle = load_model(model)
-    source = read_features(features)
     settings = bundle.settings
-    label = settings.get("label", "he")
     groups = tuple(settings.get("groups") or ())
     seed = int(settings.get("seed", 0)) if seed is None else seed
     check_columns(bundle.feature_columns, source.table.columns, source.path)
@@ -146,6 +157,10 @@ def _patients(bundle, source: FeatureSource, label: str, external: bool, notes: 
         raise InputError(source.path, f"lacks {len(missing)} of the model's test patients (e.g. {missing[0]!r}); give the "
                                       "table the model was trained from, or use --external for another one")
     test = labelled(table[table[ID].isin(test_ids)], label)
+    unlabelled = sorted(set(test_ids) - set(test[ID]))
+    if unlabelled:  # scoring the others would report a test the model was not tested on
+        raise InputError(source.path, f"{len(unlabelled)} of the model's {len(test_ids)} test patients have no "
+                                      f"{label!r} label in this table (e.g. {unlabelled[0]!r}); every test patient needs one")
     train = labelled(table[table[ID].isin(train_ids)], label)
     groups = tuple(settings.get("groups") or ())
     if bundle.train_table_hash and training_hash(train, groups, label) != bundle.train_table_hash:
@@ -161,7 +176,7 @@ def _training_table(bundle, label: str, notes: list[str]) -> pd.DataFrame | None
     if not path or not Path(path).is_file() or sha1_file(path) != settings.get("features_sha1"):
         notes.append("the model's training table is not available unchanged: no ablation and no fitted baselines")
         return None
-    table = read_features(path).table
+    table = read_features(path, label=label).table
     return labelled(table[table[ID].isin([str(i) for i in settings.get("train_ids") or []])], label)
 
 
@@ -319,12 +334,14 @@ def _cnn_curves(settings, groups) -> Path | None:
 
 
 def evaluate(model: str | Path, features: str | Path, out: str | Path, external: bool = False,
-             overwrite: bool = False, progress: bool = False, extra: dict | None = None):
+             overwrite: bool = False, progress: bool = False, extra: dict | None = None,
+             allow_version_mismatch: bool = False):
     """``hematoma evaluate``: assess and write the report folder (metrics.json, PNGs, report.html)."""
     from .report.build import write_report_folder
     from .storage import refuse_overwrite
 
     out = Path(out)
     refuse_overwrite(out / "report.html", overwrite)
-    assessment = assess(model, features, external=external, progress=progress)
+    assessment = assess(model, features, external=external, progress=progress,
+                        allow_version_mismatch=allow_version_mismatch)
     return assessment, write_report_folder(assessment, out, extra=extra)

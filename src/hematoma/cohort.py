@@ -2,7 +2,9 @@
 
 Manifest (CSV): ``patient_id``, ``baseline_ct``, ``followup_ct`` (optional at
 prediction time), optional ``baseline_mask``, ``followup_mask``, ``he`` (a
-known 0/1 label), then clinical columns by their schema names
+known 0/1 label, parsed by :mod:`hematoma.labels`), optional ``baseline_series``
+and ``followup_series`` (the DICOM SeriesInstanceUID to read from a folder that
+holds several series), then clinical columns by their schema names
 (:mod:`hematoma.features.clinical`).  Paths are relative to the manifest's
 folder.  Validation lists every problem (missing files, duplicate ids,
 unknown or misspelled columns, unparseable or out-of-range values) in one
@@ -17,6 +19,7 @@ output folder so every later step reuses exactly the same split.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,12 +27,17 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, ManifestError
+from .labels import INVALID, parse_label
 from .storage import atomic_path
 
 ID_COLUMN = "patient_id"
 PATH_COLUMNS = ("baseline_ct", "followup_ct", "baseline_mask", "followup_mask")
 REQUIRED_COLUMNS = (ID_COLUMN, "baseline_ct")
 LABEL_COLUMN = "he"
+# Which series of a DICOM folder to read (text: a SeriesInstanceUID), for the CT of the same name.
+SERIES_COLUMNS = ("baseline_series", "followup_series")
+# A DICOM UID (PS3.5 9.1): numeric components separated by dots, at most 64 characters.
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 # The paper: 408 patients, cohort 2 of 204 split 104 train / 100 test.
 PAPER_TEST_SIZE = 100
 PAPER_COHORT2_SIZE = 204
@@ -55,14 +63,45 @@ class Manifest:
 def known_columns(extra_columns=()) -> set[str]:
     from .features.clinical import CLINICAL_SCHEMA
 
-    return {ID_COLUMN, *PATH_COLUMNS, LABEL_COLUMN, *CLINICAL_SCHEMA, *extra_columns}
+    return {ID_COLUMN, *PATH_COLUMNS, LABEL_COLUMN, *SERIES_COLUMNS, *CLINICAL_SCHEMA, *extra_columns}
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def suggest_column(column: str, known) -> str | None:
+    """The known column a misspelt or unit-suffixed ``column`` most likely means, or None.
+
+    difflib catches typos (``agee``); a case difference (``SBP``) or a unit appended
+    to the name (``sbp_mmhg``, ``age (years)``) is too far for its ratio, so those
+    are matched first: the longest known name the column starts with, followed by a
+    separator.
+    """
+    lowered = column.strip().lower()
+    by_lower = {name.lower(): name for name in known}
+    if lowered in by_lower:
+        return by_lower[lowered]
+    prefixes = [name for low, name in by_lower.items() if re.match(re.escape(low) + r"[\s_(\[/-]", lowered)]
+    if prefixes:
+        return max(prefixes, key=len)
+    close = difflib.get_close_matches(column, sorted(known), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def column_problems(columns, known) -> list[str]:
+    """One problem per column that is not ``known``, with the likely meant name or the way out."""
+    problems = []
+    for column in columns:
+        if column not in known:
+            close = suggest_column(column, known)
+            hint = f" (did you mean {close!r}?)" if close else " (declare it with --extra-column or drop it with --ignore-column)"
+            problems.append(f"unknown column {column!r}{hint}")
+    return problems
+
+
+def read_text_table(path: Path) -> pd.DataFrame:
+    """A CSV as stripped text (blanks as ""), for validation cell by cell."""
     if not path.exists():
         raise InputError(path, "no such file")
     if path.is_dir():
-        raise InputError(path, "is a folder, expected a manifest CSV file")
+        raise InputError(path, "is a folder, expected a CSV file")
     try:
         # Everything as text first: parsing numbers is validation's job, so a
         # bad cell is reported with its row instead of failing the whole read.
@@ -84,7 +123,7 @@ def load_manifest(
     from .features.clinical import clinical_problems
 
     path = Path(path)
-    table = _read_table(path)
+    table = read_text_table(path)
     table = table.drop(columns=[c for c in ignore_columns if c in table.columns])
     problems: list[str] = []
     known = known_columns(extra_columns)
@@ -92,11 +131,7 @@ def load_manifest(
     for column in REQUIRED_COLUMNS + (("followup_ct",) if require_followup else ()):
         if column not in table.columns:
             problems.append(f"missing required column {column!r}")
-    for column in table.columns:
-        if column not in known:
-            close = difflib.get_close_matches(column, sorted(known), n=1, cutoff=0.75)
-            hint = f" (did you mean {close[0]!r}?)" if close else " (declare it with --extra-column or drop it with --ignore-column)"
-            problems.append(f"unknown column {column!r}{hint}")
+    problems.extend(column_problems(table.columns, known))
     if len(table) == 0:
         problems.append("no patients (the table has no rows)")
 
@@ -130,12 +165,19 @@ def load_manifest(
     if LABEL_COLUMN in table.columns:
         labels = []
         for i, cell in enumerate(table[LABEL_COLUMN]):
-            value = _parse_label(cell)
-            if value is _INVALID:
+            value = parse_label(cell)
+            if value is INVALID:
                 problems.append(f"row {row_of[i]}: he {cell!r} is not 0/1 (yes/no)")
                 value = None
             labels.append(np.nan if value is None else float(value))
         resolved[LABEL_COLUMN] = labels
+
+    for column in SERIES_COLUMNS:
+        if column in table.columns:
+            for i, cell in enumerate(table[column]):
+                if cell != "" and (len(cell) > 64 or not _UID.fullmatch(cell)):
+                    problems.append(f"row {row_of[i]}: {column} {cell!r} is not a DICOM SeriesInstanceUID "
+                                    "(digits and dots, at most 64 characters)")
 
     problems.extend(clinical_problems(table, extra_columns=extra_columns))
     if problems:
@@ -144,16 +186,6 @@ def load_manifest(
         if column not in PATH_COLUMNS and column not in (ID_COLUMN, LABEL_COLUMN):
             resolved[column] = resolved[column].replace("", np.nan)
     return Manifest(path=path, table=resolved.reset_index(drop=True), extra_columns=tuple(extra_columns))
-
-
-_INVALID = object()
-_LABEL_WORDS = {"1": 1, "0": 0, "yes": 1, "no": 0, "true": 1, "false": 0, "y": 1, "n": 0, "1.0": 1, "0.0": 0}
-
-
-def _parse_label(cell: str):
-    if cell == "" or cell.lower() in ("na", "nan"):
-        return None
-    return _LABEL_WORDS.get(cell.lower(), _INVALID)
 
 
 def _stratify_or_none(labels: pd.Series, n_splits_min: int = 2):

@@ -117,9 +117,10 @@ def model_inputs(table: pd.DataFrame, label: str | None = "he", groups=tuple(FEA
         X = X.set_axis(pd.Index(table["patient_id"].astype(str), name="patient_id"), axis=0)
     if label is None or label not in table.columns:
         return X, None
-    y = pd.to_numeric(table[label], errors="coerce")
-    if y.isna().any() or not set(y.unique()) <= {0, 1}:
-        raise InputError(None, f"label column {label!r} must be 0/1 for every patient used for training or evaluation")
+    from .labels import parse_labels
+
+    # The manifest's label parser (yes/no too); every patient a fit or a test sees needs a label.
+    y = parse_labels(table[label], column=label, ids=X.index, allow_missing=False, first_row=None)
     return X, y.astype(int).set_axis(X.index)
 
 

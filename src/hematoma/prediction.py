@@ -45,21 +45,34 @@ def _one_line_problems(error: ManifestError, where: str) -> InputError:
     return InputError(None, f"{where}: " + "; ".join(problems))
 
 
-def clinical_from_pairs(pairs, patient_id: str = "patient", model_columns=()) -> pd.DataFrame:
-    """``["age=70", "sex=M"]`` -> the encoded one-row clinical table (``patient_id``, ``clin_*``)."""
+def clinical_from_pairs(pairs, patient_id: str = "patient", model_columns=(), extra_columns=(),
+                        ignore_columns=()) -> pd.DataFrame:
+    """``["age=70", "sex=M"]`` -> the encoded one-row clinical table (``patient_id``, ``clin_*``).
+
+    Names follow the manifest's column rules: an unknown name is refused with the
+    likely meant one (``sbp_mmhg`` -> ``sbp``) unless declared (``extra_columns``)
+    or ignored (``ignore_columns``).
+    """
+    from .cohort import suggest_column
     from .features.clinical import CLINICAL_SCHEMA, BASELINE_VOLUME, encode_clinical, encode_value
 
     schema, extras = _clinical_names(model_columns)
+    extras |= set(extra_columns)
     values = {}
     for pair in pairs:
         name, sep, value = str(pair).partition("=")
         name, value = name.strip(), value.strip()
         if not sep or not name:
             raise InputError(None, f"--set {pair!r}: expected name=value (e.g. --set age=70)")
+        if name in ignore_columns:
+            continue
         if name == BASELINE_VOLUME:
             raise InputError(None, f"--set {name}: the baseline volume is computed from the hematoma mask, not typed in")
         if name not in schema and name not in extras:
-            raise InputError(None, f"--set {name}={value}: unknown clinical variable {name!r}; known: {', '.join(sorted(schema | extras))}")
+            close = suggest_column(name, schema | extras)
+            hint = (f"did you mean {close!r}?" if close else f"known: {', '.join(sorted(schema | extras))}")
+            raise InputError(None, f"--set {name}={value}: unknown clinical variable {name!r} ({hint}; "
+                                   "declare it with --extra-column or drop it with --ignore-column)")
         if name in values:
             raise InputError(None, f"--set {name}: given twice")
         if name in CLINICAL_SCHEMA:
@@ -76,22 +89,29 @@ def clinical_from_pairs(pairs, patient_id: str = "patient", model_columns=()) ->
         raise _one_line_problems(error, "--set") from None
 
 
-def clinical_from_file(path: str | Path, patient_id: str | None = None, model_columns=()) -> pd.DataFrame:
-    """The encoded clinical row of ``patient_id`` (or the only row) of a clinical CSV."""
+def clinical_from_file(path: str | Path, patient_id: str | None = None, model_columns=(), extra_columns=(),
+                       ignore_columns=()) -> pd.DataFrame:
+    """The encoded clinical row of ``patient_id`` (or the only row) of a clinical CSV.
+
+    Read by :func:`hematoma.features.clinical.load_clinical`: the manifest's column
+    rules apply (a misspelt ``sbp_mmhg`` is refused with ``sbp`` suggested, not
+    silently left out and imputed), with ``extra_columns`` declared and
+    ``ignore_columns`` dropped; the model's own extra variables are known.
+    """
     from .features.clinical import load_clinical
 
     path = Path(path)
     _, extras = _clinical_names(model_columns)
-    if not path.is_file():
-        raise InputError(path, "no such file")
-    header = pd.read_csv(path, nrows=0).columns.str.strip()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = load_clinical(path, extra_columns=sorted(extras & set(header)))
+        warnings.simplefilter("ignore")  # absent variables are reported against the model instead
+        table = load_clinical(path, extra_columns=extra_columns, ignore_columns=ignore_columns,
+                              known_extras=sorted(extras - set(extra_columns)))
     if patient_id is not None:
         table = table[table[ID] == str(patient_id)]
         if table.empty:
             raise InputError(path, f"has no row for patient_id {patient_id!r}")
+        if len(table) > 1:
+            raise InputError(path, f"has {len(table)} rows for patient_id {patient_id!r}")
     elif len(table) != 1:
         raise InputError(path, f"has {len(table)} rows; choose one with --patient-id")
     return table.reset_index(drop=True)
@@ -136,10 +156,10 @@ class Predictor:
 
     @classmethod
     def load(cls, model: str | Path, cnn_model: str | Path | None = None, segmentation_model: str | Path | None = None,
-             device: str = "cpu") -> "Predictor":
+             device: str = "cpu", allow_version_mismatch: bool = False) -> "Predictor":
         from .model_bundle import load_model
 
-        bundle = load_model(model)
+        bundle = load_model(model, allow_version_mismatch=allow_version_mismatch)
         extract = bundle.settings.get("extract") or {}
         predictor = cls(bundle, radiomics_params=_radiomics_params(extract, bundle.path))
         if predictor.uses_cnn:
@@ -154,18 +174,24 @@ class Predictor:
         return predictor
 
     def predict(self, ct: str | Path, mask: str | Path | None = None, clinical: pd.DataFrame | None = None,
-                patient_id: str | None = None) -> PatientPrediction:
-        """Probability of HE for the patient of ``ct`` (+ ``mask``, + encoded ``clinical`` row)."""
+                patient_id: str | None = None, series_uid: str | None = None) -> PatientPrediction:
+        """Probability of HE for the patient of ``ct`` (+ ``mask``, + encoded ``clinical`` row).
+
+        ``series_uid``: the series to read when ``ct`` is a DICOM folder holding several.
+        """
         from .features.radiomics import extract_radiomics
         from .io import read_image, read_mask
         from .volume import mask_volume_ml
 
         seconds, start = {}, time.perf_counter()
         patient_id = patient_id or (str(clinical[ID].iloc[0]) if clinical is not None and len(clinical) else _stem(ct))
-        image = read_image(ct)
+        image = read_image(ct, series_uid=series_uid)
         seconds["read"] = time.perf_counter() - start
         if mask is not None:
+            from .mask_checks import check_hematoma_mask
+
             hematoma = read_mask(mask, reference=image, reference_path=ct)
+            check_hematoma_mask(hematoma, mask, ct=image)  # an inverted or filled mask is no hematoma: refuse it
         else:
             from .segmentation import mask_for_case
 

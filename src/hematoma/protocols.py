@@ -21,6 +21,7 @@ as the file or as its OUT folder; the folder's ``extract.json``,
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -90,20 +91,110 @@ def feature_table_path(path: str | Path) -> Path:
     return path
 
 
-def read_features(path: str | Path) -> FeatureSource:
-    """Read a feature table (the file, or an OUT folder's, Parquet preferred); ids as text, checked unique."""
+def read_features(path: str | Path, label: str | None = None) -> FeatureSource:
+    """Read a feature table (the file, or an OUT folder's, Parquet preferred), checked (:func:`check_feature_table`).
+
+    With ``label``, the table must have that column; it is parsed by the manifest's
+    label parser (:mod:`hematoma.labels`) into 1.0/0.0/NaN (blank: unlabelled).
+    """
     path = feature_table_path(path)
     try:
         table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype={ID: str})
     except Exception as error:  # noqa: BLE001 - any reader failure means an unreadable table
         raise InputError(path, f"cannot be read ({str(error).splitlines()[0]})") from None
+    table = check_feature_table(table, path, label)
+    return FeatureSource(path=path.resolve(), table=table)
+
+
+MAX_SHOWN = 5  # rows or columns named in one message; a count says how many more
+
+
+def _listed(items: list[str], total: int | None = None) -> str:
+    total = len(items) if total is None else total
+    more = f" and {total - MAX_SHOWN} more" if total > MAX_SHOWN else ""
+    return ", ".join(items[:MAX_SHOWN]) + more
+
+
+def check_feature_table(table: pd.DataFrame, path: Path, label: str | None = None) -> pd.DataFrame:
+    """The table with ids as text, feature columns as floats and ``label`` parsed; else one line naming the rows.
+
+    Refused: no ``patient_id`` column, no rows, blank or repeated ids, feature
+    (``rad_``/``clin_``/``cnn_``) cells that are text or infinite (a blank cell is
+    allowed: the model imputes it; an all-blank column too, but not a table whose
+    every feature cell is blank), and labels that are not labels.  Rows are named
+    as in a CSV file (header = row 1) and by patient id.
+    """
+    from .model import feature_columns
+
     if ID not in table.columns:
         raise InputError(path, f"has no {ID!r} column")
-    table[ID] = table[ID].astype(str)
-    duplicated = table[ID][table[ID].duplicated()]
-    if len(duplicated):
-        raise InputError(path, f"duplicate patient_id {duplicated.iloc[0]!r}")
-    return FeatureSource(path=path.resolve(), table=table)
+    if len(table) == 0:
+        raise InputError(path, "has no patients (no rows)")
+    csv = path.suffix.lower() == ".csv"
+    raw_ids = table[ID]
+    table = table.copy()
+    table[ID] = raw_ids.astype(str).str.strip()
+    ids = table[ID].tolist()
+
+    def row(i: int) -> str:
+        return f"row {i + 2} ({ID} {ids[i]!r})" if csv else f"{ID} {ids[i]!r}"
+
+    blank = np.flatnonzero((raw_ids.isna() | table[ID].eq("")).to_numpy())
+    if len(blank):
+        raise InputError(path, f"empty {ID} in {_listed([f'row {i + 2}' if csv else f'row {i + 1}' for i in blank])}")
+    repeated = np.flatnonzero(table[ID].duplicated(keep=False).to_numpy())
+    if len(repeated):
+        rows_of: dict[str, list[int]] = {}
+        for i in repeated:
+            rows_of.setdefault(ids[i], []).append(i)
+        groups = [f"{value!r} ({'rows ' + ', '.join(str(i + 2) for i in rows) if csv else f'{len(rows)} times'})"
+                  for value, rows in rows_of.items()]
+        raise InputError(path, f"duplicate {ID} {_listed(groups)}")
+
+    features = feature_columns(table)
+    text = {}
+    for column in features:
+        values = table[column]
+        if getattr(values.dtype, "kind", "O") in "biuf":
+            continue
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = np.flatnonzero((values.notna() & numbers.isna()).to_numpy())
+        if len(bad):
+            text[column] = bad
+        else:  # all numbers or all blank (an empty column in Parquet comes back as object)
+            table[column] = numbers.astype(float)
+    if text:
+        shown = [f"{column} ({_listed([f'{row(i)} {table[column].iloc[i]!r}' for i in rows[:2]], len(rows))})"
+                 for column, rows in text.items()]
+        raise InputError(path, f"feature column(s) hold text, not numbers: {_listed(shown, len(text))}")
+    if features:
+        values = table[features].to_numpy(dtype=float)
+        infinite = np.isinf(values)
+        if infinite.any():
+            columns = [features[j] for j in np.flatnonzero(infinite.any(axis=0))]
+            rows = np.flatnonzero(infinite.any(axis=1))
+            raise InputError(path, f"infinite values (inf) in feature column(s) {_listed(columns)}, "
+                                   f"in {_listed([row(i) for i in rows])}; blank them (a blank is imputed) or fix them")
+        if np.isnan(values).all():
+            raise InputError(path, "every feature cell is blank: nothing to learn or predict from")
+    if label is not None:
+        if label not in table.columns:
+            raise InputError(path, f"has no label column {label!r} (the known 0/1 HE outcome)")
+        from .labels import parse_labels
+
+        table[label] = parse_labels(table[label], path, label, ids=ids, first_row=2 if csv else None)
+    return table
+
+
+@contextmanager
+def naming(path):
+    """Give an :class:`InputError` that names no file ``path``: a table's problem must say which table."""
+    try:
+        yield
+    except InputError as error:
+        if error.path is not None or path is None:
+            raise
+        raise InputError(path, error.problem) from None
 
 
 def parse_groups(groups) -> tuple[str, ...] | None:
@@ -147,14 +238,18 @@ def groups_in(table: pd.DataFrame, groups: tuple[str, ...] | None, where=None) -
     return groups
 
 
-def labelled(table: pd.DataFrame, label: str = LABEL) -> pd.DataFrame:
+def labelled(table: pd.DataFrame, label: str = LABEL, where=None) -> pd.DataFrame:
+    """The rows with a label (1/0, yes/no...: :mod:`hematoma.labels`), the label as 1.0/0.0; invalid ones refused."""
+    from .labels import parse_labels
+
     if label not in table.columns:
-        raise InputError(None, f"the feature table has no label column {label!r}")
-    values = pd.to_numeric(table[label], errors="coerce")
-    return table[values.isin([0, 1])].reset_index(drop=True)
+        raise InputError(where, f"has no label column {label!r}" if where else f"the feature table has no label column {label!r}")
+    ids = table[ID].tolist() if ID in table.columns else None
+    values = parse_labels(table[label], where, label, ids=ids, first_row=None)
+    return table.assign(**{label: values})[values.notna()].reset_index(drop=True)
 
 
-def inner_folds(y, outer_fraction: float = 1.0, classifier: str = "auto") -> int:
+def inner_folds(y, outer_fraction: float = 1.0, classifier: str = "auto", where=None) -> int:
     """Inner CV folds: 5, fewer when the minority class is small (every fold needs a patient of each class).
 
     The SVM calibrates its probabilities by a 3-fold CV on the training patients
@@ -165,7 +260,7 @@ def inner_folds(y, outer_fraction: float = 1.0, classifier: str = "auto") -> int
     needed = 3 if classifier in ("auto", "svm") else 2
     if minority < needed:
         hint = " (or --classifier logistic / gbm, which need 2)" if needed == 3 else ""
-        raise InputError(None, f"too few patients of one class to fit a model: {counts[0]} without HE and {counts[1]} "
+        raise InputError(where, f"too few patients of one class to fit a model: {counts[0]} without HE and {counts[1]} "
                                f"with HE; the {classifier} classifier needs at least {needed} of each{hint}")
     return int(min(MAX_INNER_FOLDS, minority))
 
@@ -233,12 +328,12 @@ class TrainResult:
     notes: list[str] = field(default_factory=list)
 
 
-def fit_on(train_table: pd.DataFrame, settings: TrainSettings, groups):
+def fit_on(train_table: pd.DataFrame, settings: TrainSettings, groups, where=None):
     """Fit ``build_model`` on the labelled ``train_table`` (:func:`hematoma.model.fit_model`: one thread, cached steps)."""
     from .model import build_model, fit_model, model_inputs
 
     X, y = model_inputs(train_table, label=settings.label, groups=groups)
-    estimator = build_model(**settings.model_kwargs(groups, inner_folds(y, classifier=settings.classifier)))
+    estimator = build_model(**settings.model_kwargs(groups, inner_folds(y, classifier=settings.classifier, where=where)))
     return fit_model(estimator, X, y)
 
 
@@ -312,9 +407,10 @@ def train(
     if settings.protocol == "external" and test is None:
         raise InputError(None, "the external protocol needs the other table: --test FEATURES")
     refuse_overwrite(out, overwrite)  # before minutes of fitting
-    source = read_features(features)
+    source = read_features(features, label=settings.label)
     run = {"paper": _paper, "nested-cv": _nested_cv, "external": _external}[settings.protocol]
-    fitted = run(source, settings, split=split, test=test, progress=progress)
+    with naming(source.path):
+        fitted = run(source, settings, split=split, test=test, progress=progress)
     record = {
         **asdict(settings), "groups": list(fitted["groups"]), "protocol": settings.protocol,
         "inner_cv": fitted["cv"], **_provenance(source, fitted["groups"]),
@@ -355,7 +451,7 @@ def _paper(source: FeatureSource, settings: TrainSettings, split=None, progress=
         if overlap:
             raise InputError(split_path, f"{len(overlap)} patient(s) of cohort 2 (e.g. {sorted(overlap)[0]!r}) were used "
                                          "to train the CNN: use the split the CNN was trained with")
-    estimator = fit_on(train_table, settings, groups)
+    estimator = fit_on(train_table, settings, groups, where=source.path)
     evaluation = {"protocol": "paper", "test": held_out_summary(estimator, test_table, settings.label)}
     return {"estimator": estimator, "groups": groups, "cv": estimator_cv(estimator), "split": str(split_path.resolve()),
             "train_ids": train_table[ID].tolist(), "test_ids": test_table[ID].tolist(),
@@ -372,7 +468,7 @@ def _nested_cv(source: FeatureSource, settings: TrainSettings, progress=True, **
         notes.append(CNN_NOTE)
         groups = tuple(g for g in groups if g != "cnn")
         if not groups:
-            raise InputError(None, "nested cross-validation cannot use CNN features alone (" + CNN_NOTE + ")")
+            raise InputError(source.path, "nested cross-validation cannot use CNN features alone (" + CNN_NOTE + ")")
     table = labelled(source.table, settings.label)
     if len(table) < len(source.table):
         notes.append(f"{len(source.table) - len(table)} patient(s) without an HE label left out")
@@ -381,11 +477,11 @@ def _nested_cv(source: FeatureSource, settings: TrainSettings, progress=True, **
     outer = int(min(settings.outer_splits, np.bincount(y, minlength=2).min()))
     if outer < 2:
         raise InputError(source.path, "nested cross-validation needs at least 2 patients of each class")
-    kwargs = settings.model_kwargs(groups, inner_folds(y, (outer - 1) / outer, settings.classifier))
+    kwargs = settings.model_kwargs(groups, inner_folds(y, (outer - 1) / outer, settings.classifier, source.path))
     estimate = nested_cv(table, kwargs, outer_splits=outer, repeats=settings.repeats, seed=settings.seed,
                          label=settings.label, progress=progress)
     notes.extend(n for n in estimate.get("notes", []) if n not in notes)
-    estimator = fit_on(table, settings, groups)
+    estimator = fit_on(table, settings, groups, where=source.path)
     return {"estimator": estimator, "groups": groups, "cv": estimator_cv(estimator), "train_ids": table[ID].tolist(),
             "test_ids": [], "hash": training_hash(table, groups, settings.label),
             "evaluation": {"protocol": "nested-cv", "nested_cv": estimate}, "notes": notes}
@@ -394,7 +490,7 @@ def _nested_cv(source: FeatureSource, settings: TrainSettings, progress=True, **
 def _external(source: FeatureSource, settings: TrainSettings, test=None, progress=True, **_) -> dict:
     from .model_bundle import check_columns
 
-    other = read_features(test)
+    other = read_features(test, label=settings.label)
     groups = groups_in(source.table, settings.groups, source.path)
     notes = []
     train_table = labelled(source.table, settings.label)
@@ -412,8 +508,10 @@ def _external(source: FeatureSource, settings: TrainSettings, test=None, progres
     from .model import feature_columns
 
     check_columns(feature_columns(train_table, groups), test_table.columns, other.path)
-    estimator = fit_on(train_table, settings, groups)
-    evaluation = {"protocol": "external", "test": held_out_summary(estimator, test_table, settings.label),
+    estimator = fit_on(train_table, settings, groups, where=source.path)
+    with naming(other.path):
+        summary = held_out_summary(estimator, test_table, settings.label)
+    evaluation = {"protocol": "external", "test": summary,
                   "test_features": str(other.path)}
     return {"estimator": estimator, "groups": groups, "cv": estimator_cv(estimator), "train_ids": train_table[ID].tolist(),
             "test_ids": test_table[ID].tolist(), "test_features": str(other.path),

@@ -20,6 +20,8 @@ _SCOPE_HELP = ("SelectKBest's k: group (the k best of each feature group; defaul
 _OPTIONAL_HELP = ("Feature groups the inner CV may leave out of the model altogether when they do not help, "
                   "e.g. cnn; none (default) keeps every group in (the paper's fusion).")
 _TABLE_HELP = "features.csv/.parquet, or the OUT folder of `hematoma extract` / `hematoma run`."
+_VERSIONS_HELP = ("Load a model saved with other versions of scikit-learn (or of its other dependencies) anyway, "
+                  "with a warning: its predictions may differ.")
 
 
 def _ci(entry: dict) -> str:
@@ -84,32 +86,43 @@ def evaluate(
     out: Path = typer.Option(..., "--out", help="Report folder: metrics.json, PNG figures, report.html."),
     external: bool = typer.Option(False, "--external", help="Evaluate on every labelled row of FEATURES (another table)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a report already in --out."),
+    allow_version_mismatch: bool = typer.Option(False, "--allow-version-mismatch", help=_VERSIONS_HELP),
 ) -> None:
     """Evaluate MODEL on its test patients in FEATURES (or on all of an external table); write the report."""
     from ..assessment import evaluate as evaluate_model
 
-    assessment, folder = evaluate_model(model, features, out, external=external, overwrite=overwrite, progress=True)
+    assessment, folder = evaluate_model(model, features, out, external=external, overwrite=overwrite, progress=True,
+                                        allow_version_mismatch=allow_version_mismatch)
     console.print(f"{assessment.model_name} model on {len(assessment.y)} test patients: AUC "
                   f"{_ci(assessment.metrics['auc_ci']['delong'])}, AP {assessment.metrics['average_precision']:.3f}",
                   highlight=False)
     if assessment.oracle:
         console.print(f"oracle AUC (synthetic truth, same patients): {_ci(assessment.oracle['auc'])}", highlight=False)
+    for note in assessment.notes:  # e.g. unlabelled rows of an external table left out: said, not only in the report
+        err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     console.print(f"report: {escape(str(folder.html.resolve()))}", highlight=False)
 
 
 def predict(
     model: Path = typer.Argument(..., help="Model bundle folder."),
     ct: Path = typer.Option(..., "--ct", help="Admission CT (NIfTI, NRRD, MHA, DICOM folder or file)."),
+    series: Optional[str] = typer.Option(None, "--series", metavar="UID",
+                                         help="SeriesInstanceUID to read when --ct is a DICOM folder with several series."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="Hematoma mask (default: segmented from the CT)."),
     clinical: Optional[Path] = typer.Option(None, "--clinical", help="Clinical CSV (patient_id + variables)."),
     patient_id: Optional[str] = typer.Option(None, "--patient-id", help="Row of --clinical to use, and the name in outputs."),
     set_values: List[str] = typer.Option([], "--set", help="A clinical value, name=value (repeatable), e.g. --set age=70."),
+    extra_columns: List[str] = typer.Option([], "--extra-column", metavar="NAME",
+                                            help="Declare a numeric clinical column (or --set name) that is not in the schema (repeatable)."),
+    ignore_columns: List[str] = typer.Option([], "--ignore-column", metavar="NAME",
+                                             help="A column of --clinical (or --set name) to leave out (repeatable)."),
     overlay: Optional[Path] = typer.Option(None, "--overlay", help="Overlay PNG to write (default: <CT name>_overlay.png here)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write a one-patient HTML report here."),
     segmentation_model: Optional[Path] = typer.Option(None, "--segmentation-model", help="Trained segmenter folder."),
     cnn_model: Optional[Path] = typer.Option(None, "--cnn-model", help="The CNN the model was trained with (default: recorded in the bundle)."),
     device: str = typer.Option("cpu", "--device", help="Device for the CNN: cpu, cuda or auto."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --overlay / --report files."),
+    allow_version_mismatch: bool = typer.Option(False, "--allow-version-mismatch", help=_VERSIONS_HELP),
 ) -> None:
     """Predict hematoma expansion for one patient: probability, class, overlay figure (and a report)."""
     from ..errors import InputError
@@ -122,14 +135,16 @@ def predict(
     refuse_overwrite(overlay, overwrite)
     if report is not None:
         refuse_overwrite(report, overwrite)
-    predictor = Predictor.load(model, cnn_model=cnn_model, segmentation_model=segmentation_model, device=device)
+    predictor = Predictor.load(model, cnn_model=cnn_model, segmentation_model=segmentation_model, device=device,
+                               allow_version_mismatch=allow_version_mismatch)
     columns = predictor.bundle.feature_columns
     table = None
+    rules = {"model_columns": columns, "extra_columns": extra_columns, "ignore_columns": ignore_columns}
     if clinical is not None:
-        table = clinical_from_file(clinical, patient_id, model_columns=columns)
+        table = clinical_from_file(clinical, patient_id, **rules)
     elif set_values:
-        table = clinical_from_pairs(set_values, patient_id or _stem(ct), model_columns=columns)
-    prediction = predictor.predict(ct, mask=mask, clinical=table, patient_id=patient_id)
+        table = clinical_from_pairs(set_values, patient_id or _stem(ct), **rules)
+    prediction = predictor.predict(ct, mask=mask, clinical=table, patient_id=patient_id, series_uid=series)
     console.print(f"{escape(prediction.patient_id)}: probability of HE {prediction.probability:.3f} -> "
                   f"{prediction.label} (threshold {prediction.threshold:.2f}); hematoma {prediction.volume_ml:.1f} mL "
                   f"({'given mask' if mask is not None else 'segmented'})", highlight=False)
@@ -159,6 +174,8 @@ def run(
     scaling: str = typer.Option("standard", "--scaling", help=_SCALING_HELP),
     selection_scope: str = typer.Option("group", "--select-scope", help=_SCOPE_HELP),
     optional_groups: str = typer.Option("none", "--optional-groups", help=_OPTIONAL_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT's results when they are another manifest's "
+                                   "or other extraction settings' (cases whose inputs and settings are unchanged are reused)."),
 ) -> None:
     """The paper's protocol end to end: extract, CNN on cohort 1, embed, train, evaluate, report."""
     from ..pipeline import RunSettings, run_protocol
@@ -166,7 +183,7 @@ def run(
     settings = RunSettings(workers=workers, scheduler=scheduler, groups=feature_groups, classifier=classifier, grid=grid,
                            scaling=scaling, selection_scope=selection_scope, optional_groups=optional_groups, seed=seed,
                            cnn_preset=cnn_preset, cnn_weights=cnn_weights, cnn_epochs=cnn_epochs, device=device)
-    result = run_protocol(manifest, out, settings, console=err_console)
+    result = run_protocol(manifest, out, settings, console=err_console, overwrite=overwrite)
     print_result(result)
 
 

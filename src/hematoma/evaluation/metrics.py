@@ -289,6 +289,9 @@ def evaluate_model(
     if label not in test_table.columns:
         raise InputError(None, f"the test table has no label column {label!r}")
     X, y = model_inputs(test_table, label=label)
+    if y.nunique() < 2:  # one line instead of a ValueError from deep inside the metrics
+        raise InputError(None, f"an evaluation needs test patients of both classes; the {len(y)} labelled test "
+                               f"patient(s) have {int(y.sum())} with HE and {int((y == 0).sum())} without")
     probabilities = estimator.predict_proba(X)[:, 1]
     threshold = decision_threshold(estimator) if threshold is None else float(threshold)
     result = evaluate_predictions(y, probabilities, threshold, X.index, ci=ci, n_bootstraps=n_bootstraps, seed=seed)

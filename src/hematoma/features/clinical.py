@@ -260,15 +260,30 @@ def encode_clinical(
     return pd.DataFrame(columns)
 
 
-def load_clinical(path: str | Path, extra_columns: Iterable[str] = ()) -> pd.DataFrame:
-    """Read a clinical CSV (``patient_id`` + variables) and encode it (see :func:`encode_clinical`)."""
+def load_clinical(path: str | Path, extra_columns: Iterable[str] = (), ignore_columns: Iterable[str] = (),
+                  known_extras: Iterable[str] = ()) -> pd.DataFrame:
+    """Read a clinical CSV (``patient_id`` + variables) and encode it (see :func:`encode_clinical`).
+
+    The manifest's column rules apply (a manifest is a valid clinical file): a
+    column that is neither a manifest column, a clinical variable nor declared
+    in ``extra_columns`` is refused with the name it most likely means, so that a
+    misspelt ``sbp_mmhg`` is never silently left out; ``ignore_columns`` are
+    dropped first.  ``known_extras`` are extra variables used when present (a
+    model's own extra columns).
+    """
+    from ..cohort import column_problems, known_columns, read_text_table
+
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "no such file")
-    try:
-        # As text: parsing is encode_clinical's job, so a bad cell is reported with its row.
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise InputError(path, f"cannot be read as CSV ({str(error).splitlines()[0]})") from None
-    table.columns = [str(c).strip() for c in table.columns]
-    return encode_clinical(table, source=path, extra_columns=extra_columns)
+        raise InputError(path, "no such file" if not path.exists() else "is not a file")
+    extra_columns, ignore_columns, known_extras = tuple(extra_columns), set(ignore_columns), tuple(known_extras)
+    # As text: parsing is encode_clinical's job, so a bad cell is reported with its row.
+    table = read_text_table(path)
+    table = table.drop(columns=[c for c in table.columns if c in ignore_columns])
+    problems = column_problems(table.columns, known_columns(extra_columns) | set(known_extras))
+    if ID_COLUMN not in table.columns:
+        problems.insert(0, f"missing required column {ID_COLUMN!r}")
+    if problems:
+        raise ManifestError(path, problems)
+    declared = list(dict.fromkeys([*extra_columns, *(c for c in known_extras if c in table.columns)]))
+    return encode_clinical(table, source=path, extra_columns=declared)
