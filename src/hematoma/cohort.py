@@ -96,8 +96,14 @@ def column_problems(columns, known) -> list[str]:
     return problems
 
 
-def read_text_table(path: Path) -> pd.DataFrame:
-    """A CSV as stripped text (blanks as ""), for validation cell by cell."""
+def read_text_table_and_duplicates(path: Path) -> tuple[pd.DataFrame, dict[str, list[int]]]:
+    """A CSV as stripped text (blanks as ""), and its duplicated column names.
+
+    Column names are stripped before duplicates are looked for, so ``he`` and
+    ``"he "`` are the same column.  The table keeps the first of each duplicated
+    column; the second value maps each duplicated name to its 1-based column
+    numbers, for the caller to list among its problems.
+    """
     if not path.exists():
         raise InputError(path, "no such file")
     if path.is_dir():
@@ -105,11 +111,39 @@ def read_text_table(path: Path) -> pd.DataFrame:
     try:
         # Everything as text first: parsing numbers is validation's job, so a
         # bad cell is reported with its row instead of failing the whole read.
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        # The header is read as a row (header=None): pandas would rename a
+        # duplicate to 'x.1' before names are stripped, hiding it, and would
+        # silently take the first column as an index when rows have one field
+        # more than the header (with header=None that is a parse error).
+        raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise InputError(path, f"cannot be read as CSV ({str(error).splitlines()[0]})") from None
-    table.columns = [str(c).strip() for c in table.columns]
-    return table.apply(lambda column: column.str.strip())
+    # A blank header cell is named as pandas names it, so --ignore-column can drop it.
+    names = [str(cell).strip() or f"Unnamed: {i}" for i, cell in enumerate(raw.iloc[0])]
+    positions: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        positions.setdefault(name, []).append(i)
+    table = raw.iloc[1:, [where[0] for where in positions.values()]].reset_index(drop=True)
+    table.columns = list(positions)
+    duplicates = {name: [i + 1 for i in where] for name, where in positions.items() if len(where) > 1}
+    return table.apply(lambda column: column.str.strip()), duplicates
+
+
+def duplicate_column_problems(duplicates: dict[str, list[int]], ignore_columns=()) -> list[str]:
+    """One problem per duplicated column name (ignored columns are dropped whole, so they are no problem)."""
+    return [
+        f"duplicate column {name!r} (columns {', '.join(map(str, where))})"
+        for name, where in duplicates.items()
+        if name not in set(ignore_columns)
+    ]
+
+
+def read_text_table(path: Path) -> pd.DataFrame:
+    """A CSV as stripped text (blanks as ""); a duplicated column name is a :class:`ManifestError`."""
+    table, duplicates = read_text_table_and_duplicates(path)
+    if duplicates:
+        raise ManifestError(path, duplicate_column_problems(duplicates))
+    return table
 
 
 def load_manifest(
@@ -123,9 +157,9 @@ def load_manifest(
     from .features.clinical import clinical_problems
 
     path = Path(path)
-    table = read_text_table(path)
+    table, duplicates = read_text_table_and_duplicates(path)
     table = table.drop(columns=[c for c in ignore_columns if c in table.columns])
-    problems: list[str] = []
+    problems: list[str] = duplicate_column_problems(duplicates, ignore_columns)
     known = known_columns(extra_columns)
 
     for column in REQUIRED_COLUMNS + (("followup_ct",) if require_followup else ()):
@@ -158,7 +192,7 @@ def load_manifest(
             file = Path(cell)
             file = file if file.is_absolute() else path.parent / file
             if check_files and not file.exists():
-                problems.append(f"row {row_of[i]}: {column} {cell} not found")
+                problems.append(f"row {row_of[i]}: {column} {cell!r} not found")  # repr: one line whatever the cell holds
             values.append(str(file))
         resolved[column] = values
 

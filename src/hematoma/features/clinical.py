@@ -178,7 +178,9 @@ def _variables_in(table: pd.DataFrame, extra_columns: Iterable[str]) -> list[Var
 def _row_label(table: pd.DataFrame, position: int) -> str:
     row = f"row {position + 2}"  # as in the file: the header is row 1
     if ID_COLUMN in table.columns:
-        patient = table[ID_COLUMN].iloc[position]
+        ids = table[ID_COLUMN]
+        ids = ids.iloc[:, 0] if isinstance(ids, pd.DataFrame) else ids  # a duplicated column: its first copy
+        patient = ids.iloc[position]
         if not _is_missing(patient):
             row += f" (patient_id {str(patient).strip()!r})"
     return row
@@ -187,6 +189,10 @@ def _row_label(table: pd.DataFrame, position: int) -> str:
 def _encode(table: pd.DataFrame, extra_columns: Iterable[str]) -> tuple[dict[str, np.ndarray], list[str]]:
     extra_columns = tuple(extra_columns)
     problems: list[str] = []
+    # A table handed in directly may repeat a name: which copy holds the variable is unknowable.
+    duplicated = set(table.columns[table.columns.duplicated()])
+    for name in dict.fromkeys(c for c in table.columns if c in duplicated):
+        problems.append(f"duplicate column {name!r}")
     if BASELINE_VOLUME in table.columns:
         problems.append(
             f"column {BASELINE_VOLUME!r} is computed by hematoma from the baseline mask and must not be typed in; "
@@ -200,6 +206,8 @@ def _encode(table: pd.DataFrame, extra_columns: Iterable[str]) -> tuple[dict[str
 
     encoded: dict[str, np.ndarray] = {}
     for variable in _variables_in(table, extra_columns):
+        if variable.name in duplicated:
+            continue
         values = np.full(len(table), np.nan)
         for position, cell in enumerate(table[variable.name].tolist()):
             value = encode_value(variable, cell)
@@ -271,16 +279,17 @@ def load_clinical(path: str | Path, extra_columns: Iterable[str] = (), ignore_co
     dropped first.  ``known_extras`` are extra variables used when present (a
     model's own extra columns).
     """
-    from ..cohort import column_problems, known_columns, read_text_table
+    from ..cohort import column_problems, duplicate_column_problems, known_columns, read_text_table_and_duplicates
 
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such file" if not path.exists() else "is not a file")
     extra_columns, ignore_columns, known_extras = tuple(extra_columns), set(ignore_columns), tuple(known_extras)
     # As text: parsing is encode_clinical's job, so a bad cell is reported with its row.
-    table = read_text_table(path)
+    table, duplicates = read_text_table_and_duplicates(path)
     table = table.drop(columns=[c for c in table.columns if c in ignore_columns])
-    problems = column_problems(table.columns, known_columns(extra_columns) | set(known_extras))
+    problems = duplicate_column_problems(duplicates, ignore_columns)
+    problems += column_problems(table.columns, known_columns(extra_columns) | set(known_extras))
     if ID_COLUMN not in table.columns:
         problems.insert(0, f"missing required column {ID_COLUMN!r}")
     if problems:
