@@ -244,3 +244,80 @@ def test_inflating_in_small_chunks_reads_intact_files_whole(tmp_path, monkeypatc
         cut(path, keep=0.9)
         with pytest.raises(InputError, match="ends early"):
             check_image_file_complete(path)
+
+
+# ------------------------------------------------------- NIfTI fields niftilib would replace silently
+
+
+def float_ct(nan_at=(), shape=(12, 40, 48)) -> sitk.Image:
+    values = sitk.GetArrayFromImage(noisy_ct(shape)).astype(np.float32)
+    for index in nan_at:
+        values.flat[index] = np.nan
+    image = sitk.GetImageFromArray(values)
+    image.SetSpacing((0.5, 0.5, 5.0))
+    return image
+
+
+@pytest.mark.parametrize("name", ["ct.nii", "ct.nii.gz"])
+def test_nan_voxels_are_refused_not_read_as_zero(tmp_path, name, monkeypatch):
+    import hematoma.image_integrity as integrity
+
+    path = write(float_ct(nan_at=(0, 1001, 23039)), tmp_path / name, compressed=name.endswith(".gz"))
+    # ITK alone reads NaN as 0: a NaN mask voxel or CT voxel changes without a word.
+    assert not np.isnan(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))).any()
+    monkeypatch.setattr(integrity, "_OUTPUT_CHUNK", 1001)  # chunks cutting through float values
+    monkeypatch.setattr(integrity, "_READ_CHUNK", 97)
+    with pytest.raises(InputError, match=f"{name}: 3 voxel value\\(s\\) are NaN or infinite"):
+        read_image(path)
+    check_image_file_complete(write(float_ct(), tmp_path / f"clean_{name}", compressed=name.endswith(".gz")))
+
+
+def patched_nifti(path: Path, offset: int, layout: str, *values) -> Path:
+    content = bytearray((tmp := write(noisy_ct(), path.with_name("plain.nii"), compressed=False)).read_bytes())
+    tmp.unlink()
+    struct.pack_into("<" + layout, content, offset, *values)
+    path.write_bytes(gzip.compress(bytes(content)) if path.name.endswith(".gz") else bytes(content))
+    return path
+
+
+@pytest.mark.parametrize("offset, layout, values, problem", [
+    (80, "f", (0.0,), r"pixdim \(voxel size\) 0, 0.5, 5 is not positive and finite"),  # ITK would make it 1 mm
+    (84, "f", (float("nan"),), r"pixdim \(voxel size\) 0.5, nan, 5 is not positive and finite"),
+    (0, "i", (349,), "sizeof_hdr = 349, not 348"),  # niftilib reads it anyway, dims and all
+    (72, "h", (8,), "datatype 4 has 16 bits per voxel, but bitpix says 8"),
+    (70, "h", (3,), "datatype 3 is not a NIfTI datatype code"),
+    (252, "hhf", (1, 0, float("inf")), r"qform \(quatern_b/c/d, qoffset_x/y/z\) holds NaN or infinite values"),
+    (40, "h", (9,), r"dim\[0\] = 9, the number of dimensions, must be 1 to 7"),
+])
+def test_nifti_header_fields_itk_would_replace_are_refused(tmp_path, offset, layout, values, problem):
+    path = patched_nifti(tmp_path / "ct.nii.gz", offset, layout, *values)
+    with pytest.raises(InputError, match=f"ct.nii.gz: NIfTI header: {problem} \\(a damaged header\\?\\)"):
+        check_image_file_complete(path)
+    with pytest.raises(InputError, match="NIfTI header"):
+        read_image(path)
+
+
+def test_dicom_pixel_data_problem_says_missing_or_short(tmp_path):
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    from hematoma.image_integrity import dicom_pixel_data_problem
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = 4, 5, 16, 1
+    ds.PixelData = bytes(40)
+    path = tmp_path / "slice.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert dicom_pixel_data_problem(path) is None
+    path.write_bytes(path.read_bytes()[:-6])
+    assert dicom_pixel_data_problem(path) == ("file is incomplete: holds 34 bytes of pixel data, the header promises "
+                                              "40 bytes (truncated or still being copied)")
+    del ds.PixelData
+    ds.save_as(path, enforce_file_format=True)
+    assert "has no pixel data" in dicom_pixel_data_problem(path)
+    assert pydicom.dcmread(path).Rows == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import warnings
 from pathlib import Path
@@ -389,3 +390,139 @@ def test_write_image_compresses_nii_gz(tmp_path):
     write_image(image, tmp_path / "ct.nii.gz")
     write_image(image, tmp_path / "ct.nii")
     assert (tmp_path / "ct.nii.gz").stat().st_size < (tmp_path / "ct.nii").stat().st_size / 10
+
+
+# ------------------------------------------------------------ what ITK prints, and odd neighbours
+
+
+def _garbled_mha(folder: Path) -> Path:
+    path = folder / "garbled.mha"
+    sitk.WriteImage(make_image(), str(path))
+    path.write_bytes(path.read_bytes().replace(b"NDims = 3", b"NDims = x\x01\x02", 1))
+    return path
+
+
+def test_itk_lines_become_the_reason_and_stderr_works_after(tmp_path, capfd):
+    # MetaIO prints "DimSize required and not defined." with std::cerr, then fails with an errno text.
+    path = _garbled_mha(tmp_path)
+    with pytest.raises(InputError) as error:
+        read_image(path)
+    assert str(error.value) == f"{path}: cannot be read as an image (DimSize required and not defined.)"
+    assert capfd.readouterr().err == ""
+    # File descriptor 2 and Python's sys.stderr are back where they were.
+    import sys
+    print("python line", file=sys.stderr)
+    os.write(2, b"fd line\n")
+    assert capfd.readouterr().err == "python line\nfd line\n"
+
+
+def test_reads_in_threads_take_turns_on_stderr(tmp_path, capfd):
+    from concurrent.futures import ThreadPoolExecutor
+
+    good = write_image(make_image(values=random_hu()), tmp_path / "ct.nii.gz")
+    bad = _garbled_mha(tmp_path)
+
+    def attempt(path):
+        try:
+            return image_to_array(read_image(path)).sum()
+        except InputError as error:
+            return str(error)
+
+    before = os.fstat(2)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(attempt, [good, bad] * 8))
+    assert results[0::2] == [random_hu().sum()] * 8
+    assert all("DimSize required" in r for r in results[1::2])
+    assert capfd.readouterr().err == ""
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
+def test_nii_gz_is_read_not_the_nii_beside_it(tmp_path):
+    # niftilib, asked for x.nii.gz, reads x.nii when both exist: another image, silently.
+    write_image(make_image(values=random_hu(seed=1)), tmp_path / "ct.nii")
+    path = write_image(make_image(values=random_hu(seed=2)), tmp_path / "ct.nii.gz")
+    np.testing.assert_array_equal(image_to_array(read_image(path)), random_hu(seed=2))
+    assert read_geometry(path).GetSize() == (16, 16, 8)
+    np.testing.assert_array_equal(image_to_array(read_image(tmp_path / "ct.nii")), random_hu(seed=1))
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_header_promising_more_than_a_head_ct_is_refused_before_reading(tmp_path, suffix, monkeypatch):
+    from hematoma import io
+
+    path = write_image(make_image(size=(16, 16, 8)), tmp_path / f"ct{suffix}")
+    monkeypatch.setattr(io, "MAX_VOXELS", 16 * 16 * 8 - 1)  # the real bound, 2^31 voxels, is too big to write
+    with pytest.raises(InputError, match=r"header describes 16 x 16 x 8 = 2\.05e\+03 voxels .* is not a head CT"):
+        read_image(path)
+
+
+def test_geometry_no_scanner_writes_is_refused(tmp_path):
+    path = write_image(make_image(), tmp_path / "ct.mha")
+    text = path.read_bytes()
+    path.write_bytes(text.replace(b"TransformMatrix = 1 0 0 0 1 0 0 0 1", b"TransformMatrix = 1 0 0 1 1 0 0 0 1", 1))
+    with pytest.raises(InputError, match="direction cosines .* are not orthonormal"):
+        read_image(path)
+    path.write_bytes(text.replace(b"ElementSpacing = 0.5 0.5 5", b"ElementSpacing = 0.5 -0.5 5", 1))
+    with pytest.raises(InputError, match="voxel spacing 0.5, -0.5, 5 is not positive and finite"):
+        read_geometry(path)
+
+
+def test_read_mask_takes_a_negative_label_and_refuses_a_2d_mask(tmp_path):
+    values = np.zeros((8, 16, 16), np.int16)
+    values[3:5, 6:9, 6:9] = -1
+    mask = read_mask(write_image(make_image(values=values), tmp_path / "negative.nii.gz"))
+    assert image_to_array(mask).sum() == 18
+    plane = make_image(size=(16, 16), spacing=(0.5, 0.5), origin=(0.0, 0.0), values=values[3])
+    with pytest.raises(InputError, match="mask is a 2D image; expected a 3D mask"):
+        read_mask(write_image(plane, tmp_path / "plane.nii.gz"))
+
+
+def test_dicom_series_without_positions_is_refused(tmp_path):
+    write_ct_series(tmp_path / "series", random_hu((3, 8, 8)), axial_positions(3))
+    for file in (tmp_path / "series").iterdir():
+        ds = pydicom.dcmread(file)
+        del ds.ImagePositionPatient
+        ds.save_as(file)
+    with pytest.raises(InputError, match="3 of 3 slices have no ImagePositionPatient"):
+        read_image(tmp_path / "series")
+
+
+def test_dicom_truncated_slice_is_named(tmp_path):
+    write_ct_series(tmp_path / "series", random_hu((3, 8, 8)), axial_positions(3))
+    victim = tmp_path / "series" / "slice001.dcm"
+    victim.write_bytes(victim.read_bytes()[:-10])
+    with pytest.raises(InputError) as error:
+        read_image(tmp_path / "series")
+    assert str(error.value) == (f"{victim}: file is incomplete: holds 118 bytes of pixel data, the header promises "
+                                "128 bytes (truncated or still being copied)")
+
+
+def test_writing_a_detached_image_never_replaces_another_images_data_file(tmp_path):
+    write_image(make_image(values=random_hu()), tmp_path / "ct.nhdr")  # writes ct.raw
+    with pytest.raises(InputError, match=r"ct.mhd: its data file .*ct.raw is already there"):
+        write_image(make_image(), tmp_path / "ct.mhd", overwrite=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nhdr", "ct.raw"]
+    np.testing.assert_array_equal(image_to_array(read_image(tmp_path / "ct.nhdr")), random_hu())
+
+
+def test_writing_where_a_folder_or_a_file_is_in_the_way_is_one_line(tmp_path):
+    (tmp_path / "taken.nii.gz").mkdir()
+    with pytest.raises(InputError, match="taken.nii.gz: is a folder"):
+        write_image(make_image(), tmp_path / "taken.nii.gz")
+    (tmp_path / "a_file").write_text("keep me")
+    with pytest.raises(InputError, match=r"a_file/ct.nii.gz: cannot be written"):
+        write_image(make_image(), tmp_path / "a_file" / "ct.nii.gz")
+    assert (tmp_path / "a_file").read_text() == "keep me"
+
+
+def test_what_a_reader_prints_on_success_becomes_one_warning(tmp_path, capfd):
+    from hematoma.io import _sitk_read
+
+    def noisy_read():
+        os.write(2, b"GDCM says: odd value in tag (0028,0030)\nMET_Read Failed\n")  # as C++ std::cerr would
+        return 5
+
+    with pytest.warns(ImageWarning, match=r"ct.dcm: the image reader warned: GDCM says: odd value in tag"):
+        assert _sitk_read(tmp_path / "ct.dcm", noisy_read) == 5
+    assert capfd.readouterr().err == ""

@@ -13,6 +13,11 @@ ITK reads it:
   ``ElementType`` x ``ElementNumberOfChannels``; NRRD ``sizes`` x ``type``
   after ``line skip``/``byte skip``).
 
+It also refuses what niftilib (ITK's NIfTI reader) would silently replace:
+a pixdim (voxel size) of 0 or NaN becomes 1 mm, NaN/infinite voxel values become
+0, non-finite qform/sform values give an arbitrary orientation, and a datatype
+whose size disagrees with bitpix is read past the bytes the header promises.
+
 Hand-written because no installed library does it: ITK zero-fills silently,
 nibabel is not a dependency (and would read the voxels to find out), and
 pynrrd/MetaIO have no "is this complete?" call.  Only headers are parsed
@@ -23,14 +28,17 @@ compressed data is inflated in bounded chunks and discarded.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from math import prod
 from pathlib import Path
 
+import numpy as np
+
 from .errors import InputError
 
-__all__ = ["check_image_file_complete"]
+__all__ = ["check_image_file_complete", "dicom_pixel_data_problem"]
 
 _READ_CHUNK = 1 << 20  # compressed bytes read at a time
 _OUTPUT_CHUNK = 1 << 24  # most inflated bytes held at a time (an all-zero mask inflates ~1000x)
@@ -74,10 +82,11 @@ def _short_of(path: Path, held: int, promised: int, what: str = "voxel data") ->
                             f"the header promises {promised_text} ({_COPYING})")
 
 
-def _inflate(path: Path, offset: int = 0, keep: int = 0, kind: str = "gzip") -> tuple[int, bytes]:
+def _inflate(path: Path, offset: int = 0, keep: int = 0, kind: str = "gzip", visit=None) -> tuple[int, bytes]:
     """Inflate the gzip/zlib stream(s) of ``path`` from ``offset``: (inflated byte count, first ``keep`` bytes).
 
-    Concatenated gzip members are read in turn, as zlib's gzread does.
+    Concatenated gzip members are read in turn, as zlib's gzread does; ``visit`` (if given) is called with
+    each inflated chunk in turn.
     """
     total, head = 0, b""
     decompressor = zlib.decompressobj(_AUTO_HEADER)
@@ -92,6 +101,8 @@ def _inflate(path: Path, offset: int = 0, keep: int = 0, kind: str = "gzip") -> 
                 out = decompressor.decompress(pending, _OUTPUT_CHUNK)
                 pending = decompressor.unconsumed_tail
                 total += len(out)
+                if visit is not None and out:
+                    visit(out)
                 if len(head) < keep:
                     head += out[: keep - len(head)]
                 if decompressor.eof:
@@ -106,12 +117,27 @@ def _inflate(path: Path, offset: int = 0, keep: int = 0, kind: str = "gzip") -> 
     raise InputError(path, f"file is incomplete ({kind} stream ends early: {_COPYING})")
 
 
+def _inflate_head(path: Path, size: int) -> bytes:
+    """The first ``size`` inflated bytes of a gzip file (fewer if it is shorter or damaged there)."""
+    decompressor = zlib.decompressobj(_AUTO_HEADER)
+    head = b""
+    try:
+        with open(path, "rb") as handle:
+            while len(head) < size and not decompressor.eof and (chunk := handle.read(1 << 12)):
+                head += decompressor.decompress(chunk, size - len(head))
+    except zlib.error:
+        pass  # the full inflation that follows names the damage
+    return head[:size]
+
+
 def _starts_with_gzip(path: Path) -> bool:
     with open(path, "rb") as handle:
         return handle.read(2) == _GZIP_MAGIC
 
 
 def _file_size(path: Path, named_by: Path) -> int:
+    if path.exists() and not path.is_file():  # /dev/zero, a FIFO, a folder: never voxel data
+        raise InputError(named_by, f"data file {path} named by the header is not a regular file")
     if not path.is_file():
         raise InputError(named_by, f"data file {path.name} named by the header is missing")
     return path.stat().st_size
@@ -119,47 +145,150 @@ def _file_size(path: Path, named_by: Path) -> int:
 
 # ------------------------------------------------------------------------------------- NIfTI
 
+# Bits per voxel of each NIfTI datatype code (nifti1.h, NIFTI_TYPE_*).
+_NIFTI_BITS = {2: 8, 4: 16, 8: 32, 16: 32, 64: 64, 32: 64, 128: 24, 256: 8, 512: 16, 768: 32,
+               1024: 64, 1280: 64, 1536: 128, 1792: 128, 2048: 256, 2304: 32}
+# Floating-point datatypes (float32/64/128, complex64/128/256): niftilib turns their non-finite values into 0.
+_NIFTI_FLOATS = {16: "f4", 64: "f8", 32: "f4", 1792: "f8"}
+
 
 def _check_nifti(path: Path) -> None:
     # niftilib (ITK's reader) opens a NIfTI through zlib whatever its name: gzip is told by its magic.
-    if _starts_with_gzip(path):
-        length, header = _inflate(path, keep=540)
+    compressed = _starts_with_gzip(path)
+    if compressed:
+        header = _inflate_head(path, 540)
     else:
-        length = path.stat().st_size
         with open(path, "rb") as handle:
             header = handle.read(540)
-    layout = _nifti_layout(header)
-    if layout is None:
-        return
-    offset, needed = layout
+    fields = _nifti_fields(header)
+    if fields is None:
+        return  # not a NIfTI header this module understands: ITK decides
+    _check_nifti_fields(path, fields)
+    offset, needed = fields["offset"], fields["bytes"]
+    floats = _NIFTI_FLOATS.get(fields["datatype"])
+    counter = _NonFinite(offset, needed, fields["order"] + floats) if floats else None
+    if compressed:
+        length, _ = _inflate(path, visit=counter)
+    else:
+        length = path.stat().st_size
+        if counter is not None and length - offset >= needed:
+            _visit_plain(path, counter)
     if length - offset < needed:
         raise _short_of(path, max(length - offset, 0), needed)
+    if counter is not None and counter.count:
+        raise InputError(path, f"{counter.count} voxel value(s) are NaN or infinite; ITK's NIfTI reader would "
+                               "silently read them as 0 (replace them with a real value first)")
 
 
-def _nifti_layout(header: bytes) -> tuple[int, int] | None:
-    """(voxel data offset, voxel data bytes) from a NIfTI-1 (348-byte) or NIfTI-2 (540-byte) header."""
-    if len(header) < 348:
-        return None
-    for order in "<>":
-        sizeof_hdr = struct.unpack_from(order + "i", header, 0)[0]
-        if sizeof_hdr == 348 and header[344:347] == b"n+1":
-            dims = struct.unpack_from(order + "8h", header, 40)
-            bitpix = struct.unpack_from(order + "h", header, 72)[0]
-            offset = int(struct.unpack_from(order + "f", header, 108)[0])
-            break
-        if sizeof_hdr == 540 and len(header) >= 540 and header[4:7] == b"n+2":
-            bitpix = struct.unpack_from(order + "h", header, 14)[0]
-            dims = struct.unpack_from(order + "8q", header, 16)
-            offset = struct.unpack_from(order + "q", header, 168)[0]
-            break
+# Where each checked field sits, and its struct format, in the NIfTI-1 and NIfTI-2 headers (nifti1.h, nifti2.h).
+_NIFTI_LAYOUT = {
+    1: {"sizeof_hdr": (0, "i"), "dims": (40, "8h"), "datatype": (70, "h"), "bitpix": (72, "h"),
+        "pixdim": (76, "8f"), "offset": (108, "f"), "scale": (112, "2f"), "codes": (252, "2h"),
+        "qform": (256, "6f"), "sform": (280, "12f")},
+    2: {"sizeof_hdr": (0, "i"), "datatype": (12, "h"), "bitpix": (14, "h"), "dims": (16, "8q"),
+        "pixdim": (104, "8d"), "offset": (168, "q"), "scale": (176, "2d"), "codes": (344, "2i"),
+        "qform": (352, "6d"), "sform": (400, "12d")},
+}
+_NIFTI_HEADER_SIZE = {1: 348, 2: 540}
+
+
+def _nifti_fields(header: bytes) -> dict | None:
+    """The fields of a NIfTI-1 (348-byte) or NIfTI-2 (540-byte) header this module checks, or None.
+
+    The header is told by its magic and its byte order by dim[0] (1 to 7), as niftilib does: niftilib
+    reads a header whose sizeof_hdr is damaged, so that field alone must not decide.
+    """
+    if len(header) >= 348 and header[344:347] in (b"n+1", b"ni1"):
+        version, magic = 1, header[344:347]
+    elif len(header) >= 540 and header[4:7] in (b"n+2", b"ni2"):
+        version, magic = 2, header[4:7]
     else:
-        return None  # not a single-file NIfTI (or a damaged header): ITK decides
-    ndim = dims[0]
-    if not 1 <= ndim <= 7 or bitpix <= 0:
-        return None
-    voxels = prod(max(int(d), 1) for d in dims[1 : ndim + 1])
+        return None  # not a NIfTI header: ITK decides
+    layout, size = _NIFTI_LAYOUT[version], _NIFTI_HEADER_SIZE[version]
+
+    def unpack(order: str, name: str):
+        offset, layout_format = layout[name]
+        return struct.unpack_from(order + layout_format, header, offset)
+
+    order = next((o for o in "<>" if 1 <= unpack(o, "dims")[0] <= 7), None)
+    order = order or next((o for o in "<>" if unpack(o, "sizeof_hdr")[0] == size), "<")
+    fields = {name: unpack(order, name) for name in layout}
+    for name in ("sizeof_hdr", "datatype", "bitpix", "offset"):
+        fields[name] = fields[name][0]
+    fields["order"], fields["magic"] = order, magic
+    fields["offset"] = int(_finite_or(float(fields["offset"]), 0.0))
+    ndim = fields["dims"][0]
+    bits = _NIFTI_BITS.get(fields["datatype"], fields["bitpix"])
+    voxels = prod(max(int(d), 1) for d in fields["dims"][1 : ndim + 1]) if 1 <= ndim <= 7 else 0
     # niftilib reads a single file's voxels no earlier than the end of its header.
-    return max(offset, sizeof_hdr), -(-voxels * bitpix // 8)
+    fields["offset"] = max(fields["offset"], size)
+    fields["bytes"] = -(-voxels * max(bits, 0) // 8)
+    fields["header_size"] = size
+    return fields
+
+
+def _finite_or(value: float, default: float) -> float:
+    return value if math.isfinite(value) else default
+
+
+def _check_nifti_fields(path: Path, fields: dict) -> None:
+    """Refuse the header fields that niftilib/ITK would replace or misread without a word."""
+    def refuse(problem: str) -> InputError:
+        return InputError(path, f"NIfTI header: {problem} (a damaged header?)")
+
+    if fields["sizeof_hdr"] != fields["header_size"]:
+        raise refuse(f"sizeof_hdr = {fields['sizeof_hdr']}, not {fields['header_size']}")
+    if fields["magic"] in (b"ni1", b"ni2"):
+        raise InputError(path, "NIfTI header of a two-file pair (.hdr + .img) in a single-file name; "
+                               "give the .hdr/.img pair, or a proper .nii")
+    dims = fields["dims"]
+    ndim = dims[0]
+    if not 1 <= ndim <= 7:
+        raise refuse(f"dim[0] = {ndim}, the number of dimensions, must be 1 to 7")
+    if any(d < 1 for d in dims[1 : ndim + 1]):
+        raise refuse(f"dim = {list(dims[1 : ndim + 1])} has a size below 1")
+    datatype, bitpix = fields["datatype"], fields["bitpix"]
+    if datatype not in _NIFTI_BITS:
+        raise refuse(f"datatype {datatype} is not a NIfTI datatype code")
+    if datatype in _NIFTI_BITS and bitpix != _NIFTI_BITS[datatype]:
+        raise refuse(f"datatype {datatype} has {_NIFTI_BITS[datatype]} bits per voxel, but bitpix says {bitpix}")
+    # ITK replaces a spacing of 0 or NaN by 1 mm: every volume in mL would be wrong.
+    spacing = fields["pixdim"][1 : min(ndim, 3) + 1]
+    if not all(math.isfinite(v) and v > 0 for v in spacing):
+        raise refuse(f"pixdim (voxel size) {', '.join(f'{v:g}' for v in spacing)} is not positive and finite")
+    qform_code, sform_code = fields["codes"]
+    if qform_code > 0 and not all(math.isfinite(v) for v in fields["qform"]):
+        raise refuse("qform (quatern_b/c/d, qoffset_x/y/z) holds NaN or infinite values")
+    if sform_code > 0 and not all(math.isfinite(v) for v in fields["sform"]):
+        raise refuse("sform (srow_x/y/z) holds NaN or infinite values")
+    slope, intercept = fields["scale"]
+    if math.isfinite(slope) and slope != 0 and not math.isfinite(intercept):
+        raise refuse(f"scl_inter = {intercept:g} is not finite")
+
+
+class _NonFinite:
+    """Counts NaN/inf values of a float dtype in the voxel bytes [offset, offset + length) of a stream fed in chunks."""
+
+    def __init__(self, offset: int, length: int, dtype: str):
+        self.start, self.end, self.dtype = offset, offset + length, np.dtype(dtype)
+        self.position, self.carry, self.count = 0, b"", 0
+
+    def __call__(self, chunk: bytes) -> None:
+        begin, self.position = self.position, self.position + len(chunk)
+        low, high = max(self.start - begin, 0), min(self.end - begin, len(chunk))
+        if low >= high:
+            return
+        data = self.carry + chunk[low:high]
+        usable = len(data) - len(data) % self.dtype.itemsize
+        values = np.frombuffer(data[:usable], self.dtype)
+        self.count += int(values.size - np.count_nonzero(np.isfinite(values)))
+        self.carry = data[usable:]
+
+
+def _visit_plain(path: Path, visit) -> None:
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_OUTPUT_CHUNK):
+            visit(chunk)
 
 
 # -------------------------------------------------------------------------------------- NRRD
@@ -302,3 +431,42 @@ def _check_metaimage(path: Path) -> None:
     held = data_path.stat().st_size - data_offset
     if held < needed:
         raise _short_of(data_path, max(held, 0), needed)
+
+
+# ------------------------------------------------------------------------------------- DICOM
+
+
+def dicom_pixel_data_problem(path: str | Path) -> str | None:
+    """Why the DICOM image file at ``path`` holds too few pixels (no PixelData, or fewer bytes than
+    Rows x Columns x frames x samples x BitsAllocated promise), or None if that is not the problem.
+
+    GDCM refuses such a file with "Cannot read requested file"; this says what is wrong.  Compressed
+    (encapsulated) pixel data are not checked: their size says nothing.
+    """
+    import warnings
+
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = pydicom.dcmread(path)
+    except Exception:  # noqa: BLE001 - anything pydicom cannot parse: no diagnosis, GDCM's word stands
+        return None
+    if not any(tag in dataset for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        return "has no pixel data (no PixelData element): not an image, or its pixels were stripped"
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if "PixelData" not in dataset or syntax is None or syntax.is_encapsulated:
+        return None
+    try:
+        bits = int(dataset.BitsAllocated)
+        values = int(dataset.Rows) * int(dataset.Columns) * int(dataset.get("NumberOfFrames") or 1) \
+            * int(dataset.get("SamplesPerPixel") or 1)
+        held = len(dataset.PixelData)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    promised = -(-values * bits // 8)
+    if held < promised:
+        return _short_of(Path(path), held, promised, "pixel data").problem
+    return None
+
