@@ -125,9 +125,14 @@ def _check_path(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _image_file(path: Path) -> Iterator[sitk.ImageFileReader]:
+def _image_file(path: Path, voxels: bool = True) -> Iterator[sitk.ImageFileReader]:
     """An ITK reader of a NIfTI/NRRD/MetaImage file whose header was read and checked, and whose
-    voxel data are all there (its voxels are read by ``Execute`` inside the block)."""
+    voxel data are all there (its voxels are read by ``Execute`` inside the block).
+
+    ``voxels=False``: only the header will be used (a gzip NIfTI whose trailer
+    records the promised length is then not inflated; see
+    :func:`~hematoma.image_integrity.check_image_file_complete`).
+    """
     if not _name_ends_with(path, WRITE_SUFFIXES):
         raise InputError(path, f"unsupported image format (expected one of {', '.join(READ_SUFFIXES)} "
                                "or a DICOM series folder)")
@@ -143,10 +148,16 @@ def _image_file(path: Path) -> Iterator[sitk.ImageFileReader]:
                                        "header is not recognised; damaged, or another format under this name?)") from None
             raise
         _check_size(path, reader.GetSize(), reader.GetNumberOfComponents(), _bytes_per_value(reader.GetPixelID()))
-        # ITK would zero-fill a truncated file's missing voxels, and replace a NIfTI's zero voxel size or NaN voxels.
-        check_image_file_complete(path)
-        _check_header_geometry(path, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
-        yield reader
+        gzip_nifti = voxels and path.name.lower().endswith(".nii.gz")
+        with tempfile.TemporaryDirectory(prefix="hematoma-read-") if gzip_nifti else contextlib.nullcontext() as folder:
+            # ITK would zero-fill a truncated file's missing voxels, and replace a NIfTI's zero voxel size or NaN
+            # voxels.  The check inflates a gzip NIfTI anyway: ITK then reads that plain copy rather than
+            # inflating the stream a second time (a 512 x 512 x 30 scan: ~0.07 s instead of ~0.13 s).
+            plain = Path(folder) / "image.nii" if folder else None
+            if check_image_file_complete(path, inflate_to=plain, header_only=not voxels):
+                reader.SetFileName(str(plain))
+            _check_header_geometry(path, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
+            yield reader
 
 
 @contextlib.contextmanager
@@ -653,14 +664,15 @@ def read_geometry(path: str | Path) -> sitk.ImageFileReader | sitk.Image:
     A DICOM file or folder is read whole (:func:`read_image` chooses the series and
     may resample it); other formats give an ``ImageFileReader`` after
     ``ReadImageInformation``: a follow-up CT whose mask is given is checked
-    without ITK decoding its voxels (a gzip stream is still inflated once and
-    discarded, to refuse a truncated file: see :mod:`hematoma.image_integrity`).
+    without decoding its voxels (a gzip NIfTI's trailer must record the length
+    its header promises, else it is inflated once and discarded to refuse a
+    truncated file: see :mod:`hematoma.image_integrity`).
     """
     path = Path(path)
     _check_path(path)
     if path.is_dir() or _is_dicom_file(path) or not _name_ends_with(path, WRITE_SUFFIXES):
         return read_image(path)
-    with _image_file(path) as reader:
+    with _image_file(path, voxels=False) as reader:
         if reader.GetDimension() == 3 and reader.GetNumberOfComponents() == 1:
             return reader  # its header information stays with it
     return read_image(path)  # 2D, 4D, vector: read_image's own handling decides what the grid is or refuses
