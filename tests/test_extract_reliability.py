@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -489,9 +488,9 @@ def test_the_manifest_chooses_the_series_of_a_folder_with_two_equal_ones(tmp_pat
     followup_first = _series(tmp_path / "ct2", _head(4, 70), axial_positions(8), "a")
     _series(tmp_path / "ct2", _head(5, 70), axial_positions(8), "b")
     mask = _mask_for(tmp_path / "ct", tmp_path / "mask.nii.gz", series_uid=first)
-    followup_mask = _mask_for(tmp_path / "ct2", tmp_path / "mask2.nii.gz", series_uid=followup_first)
+    _mask_for(tmp_path / "ct2", tmp_path / "mask2.nii.gz", series_uid=followup_first)
     write_ct_series(tmp_path / "plain", _head(6, 70), axial_positions(8))  # a second patient, one series
-    plain_mask = _mask_for(tmp_path / "plain", tmp_path / "plain_mask.nii.gz")
+    _mask_for(tmp_path / "plain", tmp_path / "plain_mask.nii.gz")
     manifest, out = tmp_path / "manifest.csv", tmp_path / "out"
 
     def run(baseline_series: str, followup_series: str):

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from hematoma.cli import app
 from hematoma.errors import InputError
-from hematoma.image_integrity import check_image_file_complete
+from hematoma.io.integrity import check_image_file_complete
 from hematoma.io import read_geometry, read_image, read_mask, write_image
 
 runner = CliRunner()
@@ -233,7 +233,7 @@ def test_read_mask_refuses_a_truncated_mask(tmp_path):
 
 def test_inflating_in_small_chunks_reads_intact_files_whole(tmp_path, monkeypatch):
     # Bounded output per call leaves output held back when the input is used up: it must still be counted.
-    import hematoma.image_integrity as integrity
+    import hematoma.io.integrity_streams as integrity
 
     monkeypatch.setattr(integrity, "_READ_CHUNK", 97)
     monkeypatch.setattr(integrity, "_OUTPUT_CHUNK", 1000)
@@ -260,7 +260,7 @@ def float_ct(nan_at=(), shape=(12, 40, 48)) -> sitk.Image:
 
 @pytest.mark.parametrize("name", ["ct.nii", "ct.nii.gz"])
 def test_nan_voxels_are_refused_not_read_as_zero(tmp_path, name, monkeypatch):
-    import hematoma.image_integrity as integrity
+    import hematoma.io.integrity_streams as integrity
 
     path = write(float_ct(nan_at=(0, 1001, 23039)), tmp_path / name, compressed=name.endswith(".gz"))
     # ITK alone reads NaN as 0: a NaN mask voxel or CT voxel changes without a word.
@@ -302,7 +302,7 @@ def test_dicom_pixel_data_problem_says_missing_or_short(tmp_path):
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-    from hematoma.image_integrity import dicom_pixel_data_problem
+    from hematoma.io.integrity import dicom_pixel_data_problem
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()

@@ -341,7 +341,7 @@ def test_read_mask_checks_geometry_against_the_image(tmp_path, field, change, sh
     np.array([0.0, 0.5, 1.0]), np.array([0.0, np.nan]),
 ])
 def test_mask_values_shortcut_agrees_with_unique(values):
-    from hematoma.io import _distinct_values
+    from hematoma.io.masks import _distinct_values
 
     np.testing.assert_array_equal(_distinct_values(values), np.unique(values))
 
@@ -449,7 +449,7 @@ def test_nii_gz_is_read_not_the_nii_beside_it(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
 def test_header_promising_more_than_a_head_ct_is_refused_before_reading(tmp_path, suffix, monkeypatch):
-    from hematoma import io
+    from hematoma.io import image_checks as io
 
     path = write_image(make_image(size=(16, 16, 8)), tmp_path / f"ct{suffix}")
     monkeypatch.setattr(io, "MAX_VOXELS", 16 * 16 * 8 - 1)  # the real bound, 2^31 voxels, is too big to write
@@ -517,7 +517,7 @@ def test_writing_where_a_folder_or_a_file_is_in_the_way_is_one_line(tmp_path):
 
 
 def test_what_a_reader_prints_on_success_becomes_one_warning(tmp_path, capfd):
-    from hematoma.io import _sitk_read
+    from hematoma.io.itk_capture import _sitk_read
 
     def noisy_read():
         os.write(2, b"GDCM says: odd value in tag (0028,0030)\nMET_Read Failed\n")  # as C++ std::cerr would

@@ -20,7 +20,6 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from hematoma.errors import InputError
 from hematoma.io import read_geometry, read_image, read_mask, write_image
 from strategies import (
     assert_names_file,
