@@ -195,10 +195,12 @@ def _choose_series(folder: Path, series: dict[str, list], series_uid: str | None
     largest = [uid for uid in by_size if len(series[uid]) == len(series[by_size[0]])]
     if len(largest) > 1:
         raise InputError(folder, f"{len(largest)} series tie for the most slices: {_describe(series, largest)}; "
-                                 "choose one with --series UID")
+                                 "choose one with --series UID (in a manifest: the baseline_series or "
+                                 "followup_series column)")
     if len(series) > 1:
         warnings.warn(f"{folder}: {len(series)} series in folder; took the largest, {_describe(series, by_size[:1])} "
-                      f"(choose another with --series UID; others: {_describe(series, by_size[1:])})",
+                      f"(choose another with --series UID or the manifest's baseline_series/followup_series column; "
+                      f"others: {_describe(series, by_size[1:])})",
                       ImageWarning, stacklevel=4)
     return by_size[0]
 
