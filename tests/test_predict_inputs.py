@@ -174,3 +174,33 @@ def test_allow_version_mismatch_is_a_flag_of_predict(model, head, tmp_path):
     assert "scikit-learn 0.24.2" in line and "--allow-version-mismatch" in line
     result = _predict(tampered, ct, mask, tmp_path, "--allow-version-mismatch")
     assert result.exit_code == 0 and "probability of HE" in result.output, result.output
+
+
+# ---------------------------------------------------------------- outputs never land on inputs (hostile sweep, round 2)
+
+
+@pytest.mark.parametrize("option, target", [("--report", "ct"), ("--overlay", "mask"), ("--report", "clinical")])
+def test_predict_never_writes_an_output_over_its_inputs_even_with_overwrite(model, head, tmp_path, option, target):
+    # Seen: `predict --report CT --overwrite` replaced the patient's CT by the HTML report, exit 0.
+    import shutil
+
+    ct, mask = (shutil.copy(path, tmp_path / path.name) for path in head)
+    clinical = tmp_path / "clinical.csv"
+    pd.DataFrame({"patient_id": ["x"], "sbp": [150], "age": [70]}).to_csv(clinical, index=False)
+    victim = {"ct": ct, "mask": mask, "clinical": clinical}[target]
+    before = victim.read_bytes()
+    outputs = {"--overlay": tmp_path / "o.png", "--report": tmp_path / "r.html"}
+    outputs[option] = victim
+    result = runner.invoke(app, ["predict", str(model), "--ct", str(ct), "--mask", str(mask), "--clinical", str(clinical),
+                                 "--patient-id", "x", "--overlay", str(outputs["--overlay"]),
+                                 "--report", str(outputs["--report"]), "--overwrite"])
+    assert "itself; choose another file" in _one_line(result)
+    assert victim.read_bytes() == before
+
+
+def test_predict_refuses_a_figure_under_an_image_name(model, head, tmp_path):
+    ct, mask = head
+    result = runner.invoke(app, ["predict", str(model), "--ct", str(ct), "--mask", str(mask),
+                                 "--overlay", str(tmp_path / "overlay.nii.gz")])
+    assert "--overlay must end with .png" in _one_line(result)
+    assert not (tmp_path / "overlay.nii.gz").exists()

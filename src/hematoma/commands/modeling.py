@@ -128,10 +128,15 @@ def predict(
     from ..errors import InputError
     from ..prediction import Predictor, _stem, clinical_from_file, clinical_from_pairs, write_overlay, write_patient_report
     from ..storage import refuse_overwrite
+    from .output_paths import refuse_clashes, refuse_suffix
 
     if clinical is not None and set_values:
         raise InputError(None, "give the clinical values either as --clinical FILE or as --set name=value, not both")
     overlay = overlay or Path(f"{_stem(ct)}_overlay.png")
+    refuse_clashes({"--overlay": overlay, "--report": report},
+                   {"CT": ct, "--mask": mask, "--clinical": clinical, "model": model})
+    refuse_suffix("--overlay", overlay, (".png",))
+    refuse_suffix("--report", report, (".html", ".htm"))
     refuse_overwrite(overlay, overwrite)
     if report is not None:
         refuse_overwrite(report, overwrite)

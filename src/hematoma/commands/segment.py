@@ -7,7 +7,6 @@ is its own command, `segment-train`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -31,15 +30,12 @@ def segment(
     from ..segmentation import HemorrhageSegmentationModel, save_overlay, segment_hemorrhage
     from ..storage import refuse_overwrite
     from ..volume import mask_volume_ml
+    from .output_paths import refuse_clashes
 
     # Refuse before the work is done, not after.
     if not out.name.lower().endswith(WRITE_SUFFIXES):
         raise InputError(out, f"unsupported mask format (expected one of {', '.join(WRITE_SUFFIXES)})")
-    for option, path in (("--out", out), ("--overlay", overlay)):
-        if path is not None and _same_file(path, ct):
-            raise InputError(path, f"{option} is the input CT itself; choose another file")
-    if overlay is not None and _same_file(out, overlay):
-        raise InputError(out, "--out and --overlay name the same file; give each its own")
+    refuse_clashes({"--out": out, "--overlay": overlay}, {"CT": ct})
     refuse_overwrite(out, overwrite)
     if overlay is not None:
         refuse_overwrite(overlay, overwrite)
@@ -50,16 +46,6 @@ def segment(
     if overlay is not None:
         save_overlay(image, mask, overlay, overwrite=overwrite, title=f"{ct.name}: largest hematoma area")
     console.print(f"hemorrhage volume {mask_volume_ml(mask):.2f} mL -> {out}", highlight=False)
-
-
-def _same_file(first: Path, second: Path) -> bool:
-    """True when both paths name one file (symbolic and hard links included), existing or not."""
-    if first.resolve() == second.resolve():
-        return True
-    try:
-        return first.exists() and second.exists() and os.path.samefile(first, second)
-    except OSError:
-        return False
 
 
 def segment_train(
