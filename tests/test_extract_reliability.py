@@ -339,6 +339,16 @@ def test_a_second_run_on_a_held_folder_refuses_naming_the_holder(cohort, finishe
         assert _snapshot(out) == before
 
 
+def test_cnn_stages_wait_their_turn_before_reading_a_held_folder(held):
+    # Seen: `cnn train` during `extract --overwrite` read a half-replaced folder ("has no features.csv").
+    out, holder = held
+    for command in (["cnn", "train", str(out), "--out", str(out.parent / "cnn"), "--preset", "fast"],
+                    ["cnn", "embed", str(out), "--model", str(out.parent / "cnn")]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2
+        assert f"is in use by another run (pid {holder.pid} on " in _one_line(result)
+
+
 def test_the_lock_of_a_killed_process_does_not_block(held):
     out, holder = held
     with pytest.raises(InputError, match=f"pid {holder.pid}"):

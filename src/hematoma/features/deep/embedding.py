@@ -98,7 +98,8 @@ def embed_output(out: str | Path, model_dir: str | Path, slices: SliceSettings |
     and a line in ``OUT/cnn_failures.csv``.
     """
     out = Path(out)
-    feature_table_path(out)  # a missing OUT is refused before the lock would create it
+    if not Path(out).is_dir():
+        feature_table_path(out)  # refuses a missing OUT here: the lock would create it
     # OUT's table is rewritten: one run at a time (`run`, holding OUT already, shares its hold).
     with folder_lock(out):
         return _embed_output(out, model_dir, slices, device, progress)

@@ -350,7 +350,8 @@ def train_cnn(out, cnn_dir, preset_name: str = "paper", weights: str = "auto", s
     _check_destination(Path(cnn_dir), overwrite)  # fail before hours of training, not after
     from ...storage import folder_lock
 
-    feature_table_path(out)  # a missing OUT is refused before the lock would create it
+    if not Path(out).is_dir():
+        feature_table_path(out)  # refuses a missing OUT here: the lock would create it
     # split.csv may be written in OUT: one run at a time (`run`, holding OUT already, shares its hold).
     with folder_lock(out):
         return _train_cnn(out, cnn_dir, settings, slices, weights, seed, device, overwrite, progress)
