@@ -204,3 +204,16 @@ def test_predict_refuses_a_figure_under_an_image_name(model, head, tmp_path):
                                  "--overlay", str(tmp_path / "overlay.nii.gz")])
     assert "--overlay must end with .png" in _one_line(result)
     assert not (tmp_path / "overlay.nii.gz").exists()
+
+
+def test_a_manifest_row_of_another_patient_is_not_paired_with_this_ct(model, head, tmp_path):
+    # Seen: `predict --ct P0002's CT --clinical manifest.csv --patient-id P0003` used P0003's values with P0002's scan.
+    ct, mask = head
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame({"patient_id": ["P2", "P3"], "baseline_ct": [str(ct), "elsewhere/P3.nii.gz"],
+                  "sbp": [150, 120], "age": [70, 60]}).to_csv(manifest, index=False)
+    result = _predict(model, ct, mask, tmp_path, "--clinical", str(manifest), "--patient-id", "P3")
+    assert "the row of 'P3' is for baseline_ct elsewhere/P3.nii.gz, not the --ct given" in _one_line(result)
+    assert not (tmp_path / "o.png").exists()
+    result = _predict(model, ct, mask, tmp_path, "--clinical", str(manifest), "--patient-id", "P2")
+    assert result.exit_code == 0, result.output

@@ -90,13 +90,16 @@ def clinical_from_pairs(pairs, patient_id: str = "patient", model_columns=(), ex
 
 
 def clinical_from_file(path: str | Path, patient_id: str | None = None, model_columns=(), extra_columns=(),
-                       ignore_columns=()) -> pd.DataFrame:
+                       ignore_columns=(), ct: str | Path | None = None) -> pd.DataFrame:
     """The encoded clinical row of ``patient_id`` (or the only row) of a clinical CSV.
 
     Read by :func:`hematoma.features.clinical.load_clinical`: the manifest's column
     rules apply (a misspelt ``sbp_mmhg`` is refused with ``sbp`` suggested, not
     silently left out and imputed), with ``extra_columns`` declared and
     ``ignore_columns`` dropped; the model's own extra variables are known.
+    With ``ct``: a row that names its own ``baseline_ct`` (a manifest used as
+    the clinical file) must name that CT, so that one patient's values are
+    never paired with another patient's scan.
     """
     from .features.clinical import load_clinical
 
@@ -114,7 +117,24 @@ def clinical_from_file(path: str | Path, patient_id: str | None = None, model_co
             raise InputError(path, f"has {len(table)} rows for patient_id {patient_id!r}")
     elif len(table) != 1:
         raise InputError(path, f"has {len(table)} rows; choose one with --patient-id")
+    if ct is not None:
+        _check_row_names_ct(path, str(table[ID].iloc[0]), Path(ct))
     return table.reset_index(drop=True)
+
+
+def _check_row_names_ct(path: Path, patient_id: str, ct: Path) -> None:
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    raw.columns = [str(c).strip() for c in raw.columns]
+    if "baseline_ct" not in raw.columns or ID not in raw.columns:
+        return
+    named = raw.loc[raw[ID].str.strip() == patient_id, "baseline_ct"].str.strip()
+    if named.empty or not named.iloc[0]:
+        return
+    listed = Path(named.iloc[0]) if Path(named.iloc[0]).is_absolute() else path.parent / named.iloc[0]
+    same = listed.resolve() == ct.resolve() or (listed.exists() and ct.exists() and listed.samefile(ct))
+    if not same:
+        raise InputError(path, f"the row of {patient_id!r} is for baseline_ct {named.iloc[0]}, not the --ct given "
+                               f"({ct}): another patient's row? (check --patient-id)")
 
 
 # --------------------------------------------------------------------------- the predictor

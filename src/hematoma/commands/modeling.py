@@ -146,7 +146,7 @@ def predict(
     table = None
     rules = {"model_columns": columns, "extra_columns": extra_columns, "ignore_columns": ignore_columns}
     if clinical is not None:
-        table = clinical_from_file(clinical, patient_id, **rules)
+        table = clinical_from_file(clinical, patient_id, ct=ct, **rules)
     elif set_values:
         table = clinical_from_pairs(set_values, patient_id or _stem(ct), **rules)
     prediction = predictor.predict(ct, mask=mask, clinical=table, patient_id=patient_id, series_uid=series)
