@@ -205,6 +205,19 @@ def test_evaluate_takes_allow_version_mismatch(trained, tmp_path):
     assert result.exit_code == 2 and f"{path}: infinite values" in result.output, result.output
 
 
+def test_a_bundle_listing_training_patients_as_test_patients_is_refused(trained, tmp_path):
+    """Seen: test_ids edited to the train_ids gave AUC 1.000, exit 0, no note: a leak the bundle itself shows."""
+    folder, model, _ = trained
+    tampered = tmp_path / "model"
+    shutil.copytree(model, tampered)
+    meta = json.loads((tampered / "bundle.json").read_text())
+    meta["settings"]["test_ids"] = meta["settings"]["train_ids"]
+    (tampered / "bundle.json").write_text(json.dumps(meta))
+    result = runner.invoke(app, ["evaluate", str(tampered), str(folder), "--out", str(tmp_path / "r")])
+    assert "both as training and as test patients" in _one_line(result)
+    assert not (tmp_path / "r").exists()
+
+
 # --------------------------------------------------------------------------- any table (property-based)
 
 GOOD_NUMBERS, BLANKS, INFINITE, TEXT = ["1.5", "-2", "0", "3e2"], ["", "nan", "NA"], ["inf", "-inf", "1e400"], ["abc", "1;5"]

@@ -152,6 +152,10 @@ def _patients(bundle, source: FeatureSource, label: str, external: bool, notes: 
     if protocol != "paper" or not test_ids:
         raise InputError(bundle.path, f"was fitted with the {protocol} protocol and has no held-out test patients; "
                                       "evaluate it on another table with --external")
+    overlap = sorted(set(test_ids) & set(train_ids))
+    if overlap:  # a test patient that the model was fitted on: a leak, whatever edited the bundle
+        raise InputError(bundle.path / "bundle.json", f"lists {len(overlap)} patient(s) both as training and as test "
+                                                      f"patients (e.g. {overlap[0]!r}): an evaluation on them would leak")
     missing = sorted(set(test_ids) - set(table[ID]))
     if missing:
         raise InputError(source.path, f"lacks {len(missing)} of the model's test patients (e.g. {missing[0]!r}); give the "
