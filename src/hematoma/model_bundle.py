@@ -34,7 +34,7 @@ import skops.io as sio
 from .errors import InputError
 from .evaluation.metrics import to_jsonable
 from .model import decision_threshold, fitted_pipeline, model_inputs, model_summary
-from .storage import refuse_overwrite
+from .storage import plain_permissions, refuse_overwrite
 from .svm_checks import check_fitted_svms
 from .tree_checks import check_fitted_trees
 
@@ -173,6 +173,7 @@ def save_model(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
+        plain_permissions(staging)  # mkdtemp makes it 0700: colleagues could not read the bundle
         (staging / MODEL_FILE).write_bytes(data)
         (staging / META_FILE).write_text(text, encoding="utf-8")
         if out_dir.exists():

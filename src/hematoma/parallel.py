@@ -41,8 +41,11 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 import threading
 import time
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +129,7 @@ def start_fork_server(preload: Sequence[str]) -> bool:
         multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed", *preload])
         # The workers inherit the server's environment: single-threaded libraries
         # from the start (OpenBLAS sizes its pool when numpy is imported there).
-        with _environment(SINGLE_THREAD_ENV):
+        with _environment(SINGLE_THREAD_ENV), _sigint_ignored():
             forkserver.ensure_running()
         _fork_server_pid = os.getpid()
     return True
@@ -134,6 +137,38 @@ def start_fork_server(preload: Sequence[str]) -> bool:
 
 _fork_server_lock = threading.Lock()
 _fork_server_pid: int | None = None
+
+
+# Ctrl-C in a terminal sends SIGINT to the whole process group: workers too.
+# Each then dies with its own KeyboardInterrupt traceback (and leaves its
+# semaphores to the resource tracker, which warns), while the parent, which
+# handles the interrupt, shuts them down anyway.  So local workers ignore it.
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    # A process started meanwhile inherits SIG_IGN (it survives exec, and Python
+    # keeps it); the fork server hands its own start-up handler on to every
+    # process it forks.  Only the main thread may set handlers; elsewhere the
+    # workers' preload (dask_setup below) still does it.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def dask_setup(worker: Any) -> None:
+    """Dask preload hook, run in each local worker process: leave Ctrl-C to the parent.
+
+    Covers workers not forked from our fork server (spawned ones).  Only
+    passed to worker *processes*: in-process workers share the parent's handler.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _keep_preload_after_dask(preload: Sequence[str]) -> None:
@@ -186,6 +221,11 @@ def check_case_id(case_id: str) -> str | None:
         return f"patient_id {case_id!r} cannot name a folder"
     if "/" in case_id or "\\" in case_id or "\0" in case_id:
         return f"patient_id {case_id!r} contains a path separator"
+    if any(unicodedata.category(c) == "Cc" for c in case_id):
+        # A newline or tab in a folder name breaks every line-based tool (ls, shell loops, logs).
+        return f"patient_id {case_id!r} contains a control character (newline, tab...)"
+    if case_id != case_id.strip():
+        return f"patient_id {case_id!r} has leading or trailing whitespace"
     if case_id.startswith("."):
         return f"patient_id {case_id!r} starts with '.' (hidden folder)"
     return None
@@ -286,7 +326,7 @@ def dask_client(
             finally:
                 client.close()
             return
-        cluster_kwargs = {"env": SINGLE_THREAD_ENV} if processes else {}
+        cluster_kwargs = {"env": SINGLE_THREAD_ENV, "preload": [__name__]} if processes else {}
         forked = processes and bool(preload) and start_fork_server(preload)
         start_method = {"distributed.worker.multiprocessing-method": "forkserver"} if forked else {}
         if forked:
@@ -412,17 +452,36 @@ def run_cases(
             summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
             progress.update(task, advance=1, description=f"{description} ({summary})")
 
-        if not items:
-            pass
-        elif client is None and scheduler is None and workers == 1:
-            for index, (case_id, item) in enumerate(zip(case_ids, items)):
-                record(index, _guarded(func, case_id, item))
+        try:
+            if not items:
+                pass
+            elif client is None and scheduler is None and workers == 1:
+                for index, (case_id, item) in enumerate(zip(case_ids, items)):
+                    record(index, _guarded(func, case_id, item))
+            else:
+                with contextlib.ExitStack() as stack:
+                    if client is None:
+                        client = stack.enter_context(dask_client(min(workers, len(items)), scheduler))
+                    _run_on_dask(client, func, items, case_ids, record)
+        except KeyboardInterrupt as error:
+            interrupted: KeyboardInterrupt | None = error
         else:
-            with contextlib.ExitStack() as stack:
-                if client is None:
-                    client = stack.enter_context(dask_client(min(workers, len(items)), scheduler))
-                _run_on_dask(client, func, items, case_ids, record)
+            interrupted = None
+    if interrupted is not None:
+        # After the progress bar has stopped, so that this is the last line shown.
+        _say_interrupted(console, counts[DONE] + counts[SKIPPED], len(items))
+        raise interrupted
     return [outcomes[i] for i in range(len(items))]
+
+
+def _say_interrupted(console: Console | None, finished: int, total: int) -> None:
+    # One line instead of a traceback: the CLI exits 130 (128 + SIGINT) on the re-raised KeyboardInterrupt.
+    text = (f"interrupted ({finished} of {total} cases reported so far); every finished case is kept: "
+            "rerun the same command to resume")
+    if console is None:
+        print(text, file=sys.stderr, flush=True)
+    else:
+        console.print(text, highlight=False, soft_wrap=True, markup=False)
 
 
 def _run_on_dask(client: Any, func, items, case_ids, record: Callable[[int, CaseOutcome], None]) -> None:

@@ -39,6 +39,38 @@ def make_parent(destination: str | Path) -> None:
         raise InputError(destination, f"cannot be written ({error.strerror or error})") from None
 
 
+def _read_umask() -> int:
+    # os.umask can only be read by setting it, which races with other threads
+    # creating files; Linux shows it in /proc (kernel 4.7+), elsewhere set it
+    # back at once, here at import, before the program starts any thread.
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+_umask_lock = threading.Lock()
+UMASK = _read_umask()
+FILE_MODE = 0o666 & ~UMASK  # what open(path, "w") gives a new file
+FOLDER_MODE = 0o777 & ~UMASK  # what mkdir gives a new folder
+
+
+def plain_permissions(path: str | Path) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would have, not mkstemp/mkdtemp's private 0600/0700.
+
+    Results live in shared research folders: colleagues must read them as
+    they read the user's other files.
+    """
+    os.chmod(path, FOLDER_MODE if Path(path).is_dir() else FILE_MODE)
+
+
 @contextlib.contextmanager
 def atomic_path(destination: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``destination``; rename it there on success."""
@@ -54,6 +86,8 @@ def atomic_path(destination: str | Path, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():  # a writer may have replaced the temp file with its own (then its own mode)
+            plain_permissions(tmp_path)
         os.replace(tmp_path, destination)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
