@@ -12,6 +12,8 @@ _WARNING_KINDS = (
     ("series in folder; took the largest", "DICOM series chosen"),
     ("resampled onto a regular grid", "DICOM slices resampled"),
     ("no hemorrhage found", "empty mask"),
+    ("disagrees with the follow-up", "manifest he overruled by the follow-up"),
+    ("has the same content as baseline_mask", "follow-up mask identical to the baseline's"),
 )
 
 

@@ -96,6 +96,38 @@ def column_problems(columns, known) -> list[str]:
     return problems
 
 
+# What a file handed over as CSV turns out to be, by its first bytes (magic numbers and BOMs).
+_NOT_CSV_MAGIC = (
+    (b"PK\x03\x04", "is an Excel workbook or another zip file, not CSV: export it as CSV"),
+    (b"\xd0\xcf\x11\xe0", "is an old Excel (.xls) or another OLE2 file, not CSV: export it as CSV"),
+    (b"\xff\xfe", "is UTF-16 text: save it as UTF-8 CSV"),
+    (b"\xfe\xff", "is UTF-16 text: save it as UTF-8 CSV"),
+)
+_OTHER_SEPARATORS = {";": ";-separated", "\t": "tab-separated"}
+
+
+def csv_format_problem(path: Path) -> str | None:
+    """Why ``path`` is not a comma-separated text file, from its first bytes; ``None`` when it may be.
+
+    Spreadsheet exports are the usual culprits: a workbook renamed .csv, UTF-16
+    text ("Unicode text" in Excel), or a ;- or tab-separated export (Excel in
+    locales with a decimal comma).  Read by hand: pandas would report these as a
+    decode error or as one column named after the whole header line.  The header
+    is the first line; it holds a separator only if it has several cells.
+    """
+    with open(path, "rb") as file:
+        head = file.read(65536)
+    for magic, problem in _NOT_CSV_MAGIC:
+        if head.startswith(magic):
+            return problem
+    header = head.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    if "," not in header:
+        for separator, name in _OTHER_SEPARATORS.items():
+            if separator in header:
+                return f"looks {name} (a spreadsheet export with another separator?): save it as comma-separated CSV"
+    return None
+
+
 def read_text_table_and_duplicates(path: Path) -> tuple[pd.DataFrame, dict[str, list[int]]]:
     """A CSV as stripped text (blanks as ""), and its duplicated column names.
 
@@ -108,6 +140,9 @@ def read_text_table_and_duplicates(path: Path) -> tuple[pd.DataFrame, dict[str, 
         raise InputError(path, "no such file")
     if path.is_dir():
         raise InputError(path, "is a folder, expected a CSV file")
+    problem = csv_format_problem(path)
+    if problem:
+        raise InputError(path, problem)
     try:
         # Everything as text first: parsing numbers is validation's job, so a
         # bad cell is reported with its row instead of failing the whole read.
@@ -196,6 +231,14 @@ def load_manifest(
             values.append(str(file))
         resolved[column] = values
 
+    # A follow-up that is the baseline's file (a copy-paste slip) gives growth 0 and a silent HE "no".
+    # Paths only: hashing every file of a cohort here is too slow (extract_case compares contents).
+    for baseline, followup in (("baseline_ct", "followup_ct"), ("baseline_mask", "followup_mask")):
+        if baseline in resolved.columns and followup in resolved.columns:
+            for i, (first, second) in enumerate(zip(resolved[baseline], resolved[followup])):
+                if isinstance(first, str) and isinstance(second, str) and _same_file(Path(first), Path(second)):
+                    problems.append(f"row {row_of[i]}: {followup} is the same file as {baseline}")
+
     if LABEL_COLUMN in table.columns:
         labels = []
         for i, cell in enumerate(table[LABEL_COLUMN]):
@@ -220,6 +263,16 @@ def load_manifest(
         if column not in PATH_COLUMNS and column not in (ID_COLUMN, LABEL_COLUMN):
             resolved[column] = resolved[column].replace("", np.nan)
     return Manifest(path=path, table=resolved.reset_index(drop=True), extra_columns=tuple(extra_columns))
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """The same path once links and '..' are resolved, or the same file on disk (a hard link)."""
+    if first.resolve() == second.resolve():
+        return True
+    try:
+        return first.samefile(second)
+    except OSError:  # a missing file is reported on its own
+        return False
 
 
 def _stratify_or_none(labels: pd.Series, n_splits_min: int = 2):
@@ -295,7 +348,8 @@ def load_or_make_split(path: str | Path, table: pd.DataFrame, seed: int = 0, lab
     if path.exists():
         split = read_split(path)
         if set(split[ID_COLUMN]) != set(table[ID_COLUMN].astype(str)):
-            raise InputError(path, "split was made for other patients than this table; delete it to make a new one")
+            raise InputError(path, "split was made for other patients than this table; choose another --split path "
+                                   "(or delete it if it is this table's old split)")
         return split
     split = split_cohort(table, seed=seed, label=label, **kwargs)
     write_split(split, path)

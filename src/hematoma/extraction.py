@@ -4,8 +4,8 @@ Per case (:func:`extract_case`, run on a worker by :mod:`hematoma.parallel`):
 read the baseline CT (and the follow-up CT where there is one), take the
 given masks or segment them (:func:`hematoma.segmentation.mask_for_case`),
 compute the volumes and the HE label (from the follow-up; a manifest ``he``
-value is used only when there is no follow-up), the radiomics features of the
-baseline hematoma, and write ``OUT/cases/<patient_id>/``: the masks actually
+value is used only when there is no follow-up; one the follow-up contradicts
+is a warning in ``case.json``), the radiomics features of the baseline hematoma, and write ``OUT/cases/<patient_id>/``: the masks actually
 used (``baseline_mask.nii.gz``, ``followup_mask.nii.gz``) and, last and
 atomically, ``case.json`` with volumes, label, features and provenance
 (versions, settings, SHA-1 of every input and output file).
@@ -65,7 +65,7 @@ from .parallel import (
 )
 from .output_folder import claim_folder, columns_that_count, owner_record
 from .storage import atomic_path, empty_trash, folder_lock, sha1_file, write_json
-from .volume import DEFAULT_DEFINITION, get_definition, label_expansion, mask_volume_ml
+from .volume import DEFAULT_DEFINITION, check_scanner_spacing, get_definition, label_expansion, mask_volume_ml
 
 if TYPE_CHECKING:  # pandas is imported where tables are built: workers never need it
     import pandas as pd
@@ -193,6 +193,34 @@ def _refresh_paths(store: CaseStore, job: CaseJob, outputs: dict[str, Path]) -> 
         store.write(job.case_id, {**record, **current})
 
 
+def _check_followup_distinct(job: CaseJob, inputs_sha1: dict[str, str | None]) -> list[str]:
+    """Refuse a follow-up CT whose content is its baseline's (a copy-paste slip: growth 0, a silent HE "no").
+
+    Two acquisitions never give the same bytes, so that is an error.  Two masks
+    can (the same voxels on one grid: registered scans, synthetic data), though a
+    copied mask is the likelier cause: that is a warning, returned.
+    """
+    def same(name: str) -> bool:
+        followup = inputs_sha1[f"followup_{name}"]
+        return followup is not None and followup == inputs_sha1[f"baseline_{name}"]
+
+    if same("ct"):
+        raise InputError(job.followup_ct, f"followup_ct has the same content as baseline_ct {job.baseline_ct}: "
+                                          "a follow-up is a later scan")
+    if same("mask"):
+        return [(f"followup_mask {job.followup_mask} has the same content as baseline_mask {job.baseline_mask}: "
+                 "growth 0 mL (a copied mask?)")]
+    return []
+
+
+def _disagreement(job: CaseJob, baseline_ml: float, followup_ml: float, he: int) -> str:
+    """The warning for a manifest ``he`` that the follow-up's volumes contradict (the follow-up's label is used)."""
+    growth_ml = followup_ml - baseline_ml
+    relative = f"{100 * growth_ml / baseline_ml:+.1f} %" if baseline_ml > 0 else "relative n/a"
+    return (f"manifest he={int(job.he_manifest)} disagrees with the follow-up (growth {growth_ml:+.2f} mL, {relative}, "
+            f"definition {job.settings.definition}): the follow-up's label {he} is used")
+
+
 def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
@@ -215,6 +243,9 @@ def extract_case(job: CaseJob) -> CaseOutcome:
         store = CaseStore(job.cases_root)
         case_dir = store.case_dir(job.case_id)
         inputs_sha1 = file_hashes(job.input_files())
+        stage = "followup"
+        notes = _check_followup_distinct(job, inputs_sha1)  # the case's own warnings, next to the libraries' ones
+        stage = "hash"
         series = {"baseline_series": job.baseline_series, "followup_series": job.followup_series}
         # The series only when one is chosen: the cases of a cohort without the columns keep their fingerprints.
         case_fingerprint = fingerprint(inputs_sha1, _content_only(job.settings_record), job.he_manifest,
@@ -237,6 +268,7 @@ def extract_case(job: CaseJob) -> CaseOutcome:
             ct = read_image(job.baseline_ct, series_uid=job.baseline_series)
             stage = "mask"
             mask = _mask_for_case(ct, job.baseline_ct, job.baseline_mask, job.settings.segmentation_model)
+            check_scanner_spacing(mask, job.baseline_mask or job.baseline_ct)
             baseline_ml = mask_volume_ml(mask)
 
             followup_mask = None
@@ -255,10 +287,14 @@ def extract_case(job: CaseJob) -> CaseOutcome:
 
                 followup_mask = read_mask(job.followup_mask)
                 check_hematoma_mask(followup_mask, job.followup_mask)
+            if followup_mask is not None:
+                check_scanner_spacing(followup_mask, job.followup_mask or job.followup_ct)
             followup_ml = None if followup_mask is None else mask_volume_ml(followup_mask)
 
             if followup_ml is not None:
                 he, he_source = int(label_expansion(baseline_ml, followup_ml, job.settings.definition)), "followup"
+                if job.he_manifest is not None and int(job.he_manifest) != he:
+                    notes.append(_disagreement(job, baseline_ml, followup_ml, he))
             elif job.he_manifest is not None:
                 he, he_source = int(job.he_manifest), "manifest"
             else:
@@ -294,7 +330,7 @@ def extract_case(job: CaseJob) -> CaseOutcome:
             "he_manifest": job.he_manifest,
             "he_definition": job.settings.definition,
             "features": features,
-            "warnings": [str(w.message) for w in caught],
+            "warnings": [str(w.message) for w in caught] + notes,
             "provenance": {
                 "inputs_sha1": inputs_sha1,
                 "outputs_sha1": {f"{name}_mask": sha1_file(path) for name, path in outputs.items() if path.exists()},

@@ -98,6 +98,12 @@ def read_features(path: str | Path, label: str | None = None) -> FeatureSource:
     label parser (:mod:`hematoma.labels`) into 1.0/0.0/NaN (blank: unlabelled).
     """
     path = feature_table_path(path)
+    if path.suffix.lower() == ".csv":
+        from .cohort import csv_format_problem
+
+        problem = csv_format_problem(path)  # a workbook, UTF-16 or ;-separated export, named as such
+        if problem:
+            raise InputError(path, problem)
     try:
         table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype={ID: str})
     except Exception as error:  # noqa: BLE001 - any reader failure means an unreadable table

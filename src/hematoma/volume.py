@@ -27,7 +27,7 @@ from typing import Mapping
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import HematomaError
+from .errors import HematomaError, InputError
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,23 @@ def get_definition(name: str) -> HEDefinition:
 def voxel_volume_ml(image: sitk.Image) -> float:
     """Volume of one voxel in mL (a 2D image counts as one 1 mm thick slice)."""
     return float(np.prod(image.GetSpacing())) / 1000.0
+
+
+# Voxel spacing a CT scanner can produce, per axis (mm): in-plane pixels of ~0.1 to 1 mm
+# (0.05 leaves room for micro-CT-like reconstructions), slices of 0.5 to 10 mm (30 leaves
+# room for a thick scout).  Outside it the header is wrong (a unit slip: metres or
+# micrometres), and so is every volume: 0.001 mm makes a hematoma 0.00 mL.
+SCANNER_SPACING_MM = (0.05, 30.0)
+
+
+def check_scanner_spacing(image: sitk.Image, path) -> None:
+    """Refuse (:class:`InputError` naming ``path``) an image whose spacing no CT scanner gives."""
+    spacing = image.GetSpacing()
+    low, high = SCANNER_SPACING_MM
+    if not all(low <= s <= high for s in spacing):
+        shown = " x ".join(f"{s:g}" for s in spacing)
+        raise InputError(path, f"voxel spacing {shown} mm is outside the range of CT scanners ({low:g} to {high:g} mm "
+                               "per axis): its header is wrong, so would be any volume from it")
 
 
 def mask_volume_ml(mask: sitk.Image) -> float:

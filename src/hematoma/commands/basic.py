@@ -7,7 +7,16 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from ..volume import DEFAULT_DEFINITION, HE_DEFINITIONS, get_definition, growth, label_expansion, mask_volume_ml
+from ..errors import InputError
+from ..volume import (
+    DEFAULT_DEFINITION,
+    HE_DEFINITIONS,
+    check_scanner_spacing,
+    get_definition,
+    growth,
+    label_expansion,
+    mask_volume_ml,
+)
 
 console = Console()
 
@@ -18,13 +27,26 @@ def volume(mask: Path = typer.Argument(..., help="Hematoma mask (NIfTI, NRRD, MH
 
 
 def _read_hematoma_mask(path: Path):
-    """A 0/1 mask, refused if it cannot be a hematoma (no CT here: volume and border only)."""
+    """A 0/1 mask, refused if it cannot be a hematoma (no CT here: volume and border only) or its spacing is no CT's."""
     from ..io import read_mask
     from ..mask_checks import check_hematoma_mask
 
     mask = read_mask(path)
+    check_scanner_spacing(mask, path)
     check_hematoma_mask(mask, path)
     return mask
+
+
+def _check_distinct(baseline: Path, followup: Path) -> None:
+    """Refuse a follow-up that is the baseline mask itself or a copy of it (growth 0, a silent HE "no")."""
+    from ..storage import sha1_file
+
+    if not baseline.exists() or not followup.exists():
+        return  # reading reports the missing file
+    if baseline.resolve() == followup.resolve() or baseline.samefile(followup):
+        raise InputError(followup, "--followup is the same file as --baseline")
+    if sha1_file(baseline) == sha1_file(followup):
+        raise InputError(followup, f"--followup has the same content as --baseline {baseline}")
 
 
 def label(
@@ -36,6 +58,7 @@ def label(
 ) -> None:
     """Label hematoma expansion (HE) from a baseline and a follow-up mask."""
     get_definition(definition)  # an unknown name fails before any file is read
+    _check_distinct(baseline, followup)
     v0 = mask_volume_ml(_read_hematoma_mask(baseline))
     v1 = mask_volume_ml(_read_hematoma_mask(followup))
     g = growth(v0, v1)
