@@ -563,3 +563,19 @@ def test_inputs_inside_the_results_are_never_replaced(cohort, finished, tmp_path
     assert result.exit_code == 2
     assert f"holds this run's input {table['baseline_mask'][0]} (and 1 more) where its results go" in _one_line(result)
     assert _snapshot(out) == before
+
+
+def test_a_manifest_named_by_a_relative_path_gives_cases_the_cnn_can_read(cohort, tmp_path, monkeypatch):
+    # Seen: `extract c1/manifest.csv` stored "c1/images/..." in case.json; `cnn train` then looked for it
+    # relative to the case folder and refused a valid cohort.
+    from hematoma.features.deep.cases import case_inputs
+
+    monkeypatch.chdir(cohort.parent.parent)
+    relative = Path(cohort.parent.name) / cohort.name
+    out = tmp_path / "out"
+    result = _extract(relative, "--out", out)
+    assert result.exit_code == 0, result.output
+    monkeypatch.chdir(tmp_path)
+    ids = pd.read_csv(out / "features.csv", dtype={"patient_id": str})["patient_id"]
+    inputs = case_inputs(out, ids)
+    assert all(Path(p).is_absolute() and Path(p).exists() for p in inputs["baseline_ct"])

@@ -225,7 +225,7 @@ def load_manifest(
                 values.append(None)
                 continue
             file = Path(cell)
-            file = file if file.is_absolute() else path.parent / file
+            file = file if file.is_absolute() else path.parent.absolute() / file  # later stages run elsewhere
             if check_files and not file.exists():
                 problems.append(f"row {row_of[i]}: {column} {cell!r} not found")  # repr: one line whatever the cell holds
             values.append(str(file))
