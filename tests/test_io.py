@@ -526,3 +526,43 @@ def test_what_a_reader_prints_on_success_becomes_one_warning(tmp_path, capfd):
     with pytest.warns(ImageWarning, match=r"ct.dcm: the image reader warned: GDCM says: odd value in tag"):
         assert _sitk_read(tmp_path / "ct.dcm", noisy_read) == 5
     assert capfd.readouterr().err == ""
+
+
+def test_an_enhanced_ct_file_keeps_its_spacing_in_functional_groups(tmp_path):
+    """A multi-frame (Enhanced CT) file keeps PixelSpacing in its functional groups, not at the top level."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID, ds.StudyInstanceUID = "CT", generate_uid(), generate_uid()
+    ds.Rows = ds.Columns = 32
+    ds.NumberOfFrames, ds.SamplesPerPixel, ds.PhotometricInterpretation = 10, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    measures, orientation, shared = Dataset(), Dataset(), Dataset()
+    measures.PixelSpacing, measures.SliceThickness = [0.5, 0.5], 5.0
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = [measures], [orientation]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for k in range(10):
+        frame, position = Dataset(), Dataset()
+        position.ImagePositionPatient = [0, 0, 5.0 * k]
+        frame.PlanePositionSequence = [position]
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    ds.PixelData = np.zeros((10, 32, 32), np.int16).tobytes()
+    path = tmp_path / "enhanced.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert pydicom.dcmread(path).get("PixelSpacing") is None
+    assert read_image(path).GetSpacing() == pytest.approx((0.5, 0.5, 5.0))
+    del shared.PixelMeasuresSequence[0].PixelSpacing  # and without it anywhere: refused, not 1 mm
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(InputError, match="PixelSpacing is absent"):
+        read_image(path)

@@ -104,6 +104,27 @@ def _check_pixel_spacing(path: Path, headers: Sequence[pydicom.Dataset]) -> None
         raise InputError(path, f"slices differ in PixelSpacing ({'; '.join(map(str, sorted(found)))})")
 
 
+def _with_functional_group_spacing(path: Path, header: pydicom.Dataset) -> pydicom.Dataset:
+    """``header``, or for a multi-frame (Enhanced CT) file without a top-level PixelSpacing, a header holding
+    the one its shared (else first per-frame) functional groups give: where such files keep it, and GDCM reads it."""
+    if "PixelSpacing" in header or int(header.get("NumberOfFrames") or 1) <= 1:
+        return header
+    import pydicom
+
+    try:
+        full = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - unreadable: the spacing check below refuses the header as it is
+        return header
+    for sequence in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        for group in full.get(sequence) or []:
+            for measures in group.get("PixelMeasuresSequence") or []:
+                if "PixelSpacing" in measures:
+                    found = pydicom.Dataset()
+                    found.PixelSpacing = measures.PixelSpacing
+                    return found
+    return header
+
+
 def _read_dicom_file(path: Path, series_uid: str | None) -> sitk.Image:
     header = _read_header(path)
     if header is None:
@@ -111,7 +132,7 @@ def _read_dicom_file(path: Path, series_uid: str | None) -> sitk.Image:
     if series_uid is not None and header.get("SeriesInstanceUID") != series_uid:
         raise InputError(path, f"belongs to series {header.get('SeriesInstanceUID')}, not {series_uid}")
     _check_size(path, _dicom_voxels(header))
-    _check_pixel_spacing(path, [header])
+    _check_pixel_spacing(path, [_with_functional_group_spacing(path, header)])
     image = _check_grey_level(_read_dicom_pixels(path, [path], lambda: sitk.ReadImage(str(path), imageIO="GDCMImageIO")), path)
     _check_header_geometry(path, image.GetSpacing(), image.GetOrigin(), image.GetDirection())
     if image.GetDimension() == 3 and image.GetSize()[2] > 1:
