@@ -38,7 +38,7 @@ def _read_hematoma_mask(path: Path):
 
 
 def _check_distinct(baseline: Path, followup: Path) -> None:
-    """Refuse a follow-up that is the baseline mask itself or a copy of it (growth 0, a silent HE "no")."""
+    """Refuse a follow-up that is the baseline mask itself, and say so of a copy of it (growth 0, HE "no")."""
     from ..storage import sha1_file
 
     if not baseline.exists() or not followup.exists():
@@ -46,7 +46,11 @@ def _check_distinct(baseline: Path, followup: Path) -> None:
     if baseline.resolve() == followup.resolve() or baseline.samefile(followup):
         raise InputError(followup, "--followup is the same file as --baseline")
     if sha1_file(baseline) == sha1_file(followup):
-        raise InputError(followup, f"--followup has the same content as --baseline {baseline}")
+        # Two masks of the same voxels on the same grid can be true (registered scans, no growth): said, not refused,
+        # as extract does.
+        import warnings
+
+        warnings.warn(f"{followup}: has the same content as --baseline {baseline} (a copy?): growth 0", stacklevel=2)
 
 
 def label(

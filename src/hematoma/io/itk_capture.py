@@ -70,8 +70,13 @@ def _itk_reason(error: Exception, printed: Sequence[str] = ()) -> str:
 # SimpleITK's warning display, so a damaged file used to give raw lines before our one-line error.  File
 # descriptor 2 is pointed at a temporary file around each ITK call instead, and what was printed is
 # used in the message.  fd 2 belongs to the whole process: the lock keeps threads from redirecting it
-# at once (their ITK calls take turns; a thread's own stderr lines in that window end up in the capture).
+# at once (their ITK calls take turns); another thread's lines in that window are passed on afterwards.
 _STDERR_LOCK = threading.RLock()
+# What ITK's readers print: their names, the header fields they complain about, and the words of a complaint.
+_ITK_TEXT = re.compile(r"itk|gdcm|nifti|znz|nrrd|\bmet_|metaimage|metaio|metaobject|dimsize|elementtype|"
+                       r"elementdatafile|headersize|error|warning|fail|unable|cannot|could not|not defined|"
+                       r"invalid|unknown|unsupported|unexpected|reason:|^\*+$|"
+                       r"^\s*\w+ = \[|^[\s\d.eE+\-nNaAiIfF\[\]]+$", re.IGNORECASE)  # and the matrices niftilib prints
 _CAPTURE_LIMIT = 1 << 16  # bytes of printed text kept (the end of it)
 
 
@@ -96,7 +101,17 @@ def _itk_output() -> Iterator[list[str]]:
             size = capture.seek(0, os.SEEK_END)
             capture.seek(max(size - _CAPTURE_LIMIT, 0))
             text = capture.read().decode("utf-8", errors="replace")
-            printed.extend(line.strip() for line in text.splitlines() if line.strip())
+            # Another thread's lines in the window (a progress bar, a log line) are not ITK's: they go on to
+            # the real stderr instead of becoming a warning or a reason.
+            others = []
+            for line in text.splitlines(keepends=True):
+                if _ITK_TEXT.search(line):
+                    printed.append(line.strip())
+                elif line.strip():
+                    others.append(line)
+            if others:
+                with contextlib.suppress(OSError):
+                    os.write(2, "".join(others).encode("utf-8", errors="replace"))
 
 
 @contextlib.contextmanager
