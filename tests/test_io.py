@@ -566,3 +566,29 @@ def test_an_enhanced_ct_file_keeps_its_spacing_in_functional_groups(tmp_path):
     ds.save_as(path, enforce_file_format=True)
     with pytest.raises(InputError, match="PixelSpacing is absent"):
         read_image(path)
+
+
+@pytest.mark.parametrize("obstacle", ["large scan", "no room for the copy"])
+def test_a_gzip_nifti_reads_the_same_without_the_plain_copy(tmp_path, monkeypatch, obstacle):
+    """The plain temporary copy is a speed-up only: a large scan, or a full/tmpfs temp folder, reads the same."""
+    from hematoma.io import images
+
+    array = np.arange(4 * 8 * 8, dtype=np.int16).reshape(4, 8, 8)
+    path = tmp_path / "ct.nii.gz"
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.5, 0.5, 5.0))
+    sitk.WriteImage(image, str(path), useCompression=True)
+    if obstacle == "large scan":
+        monkeypatch.setattr(images, "PLAIN_COPY_MAX_BYTES", 0)
+    else:
+        real = images.check_image_file_complete
+
+        def no_room(file, inflate_to=None, header_only=False):
+            if inflate_to is not None:
+                raise OSError(28, "No space left on device")
+            return real(file, header_only=header_only)
+
+        monkeypatch.setattr(images, "check_image_file_complete", no_room)
+    read = read_image(path)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read), array)
+    assert read.GetSpacing() == pytest.approx((0.5, 0.5, 5.0))

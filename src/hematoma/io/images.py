@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from math import prod
 from pathlib import Path
 from typing import Iterator
 
@@ -31,6 +32,10 @@ from .paths import (
     _is_dicom_file,
     _name_ends_with,
 )
+
+# Largest voxel data read through a plain temporary copy (a 512 x 512 x 600 int16 scan is 315 MB; a worker
+# per core each holding one in a tmpfs /tmp doubles memory): larger scans are checked, then ITK inflates them.
+PLAIN_COPY_MAX_BYTES = 256 * 2**20
 
 
 def read_image(path: str | Path, series_uid: str | None = None) -> sitk.Image:
@@ -81,13 +86,20 @@ def _image_file(path: Path, voxels: bool = True) -> Iterator[sitk.ImageFileReade
                                        "header is not recognised; damaged, or another format under this name?)") from None
             raise
         _check_size(path, reader.GetSize(), reader.GetNumberOfComponents(), _bytes_per_value(reader.GetPixelID()))
-        gzip_nifti = voxels and path.name.lower().endswith(".nii.gz")
+        # A plain copy only where it is small: a temporary folder in memory (tmpfs) or a full disk must not
+        # fail a read that needs no copy.
+        gzip_nifti = (voxels and path.name.lower().endswith(".nii.gz")
+                      and prod(reader.GetSize()) * _bytes_per_value(reader.GetPixelID()) <= PLAIN_COPY_MAX_BYTES)
         with tempfile.TemporaryDirectory(prefix="hematoma-read-") if gzip_nifti else contextlib.nullcontext() as folder:
             # ITK would zero-fill a truncated file's missing voxels, and replace a NIfTI's zero voxel size or NaN
             # voxels.  The check inflates a gzip NIfTI anyway: ITK then reads that plain copy rather than
             # inflating the stream a second time (a 512 x 512 x 30 scan: ~0.07 s instead of ~0.13 s).
             plain = Path(folder) / "image.nii" if folder else None
-            if check_image_file_complete(path, inflate_to=plain, header_only=not voxels):
+            try:
+                copied = check_image_file_complete(path, inflate_to=plain, header_only=not voxels)
+            except OSError:  # no room for the copy: check without it, and ITK inflates the original
+                copied = check_image_file_complete(path, header_only=not voxels)
+            if copied:
                 reader.SetFileName(str(plain))
             _check_header_geometry(path, reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
             yield reader
