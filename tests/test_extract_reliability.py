@@ -579,3 +579,23 @@ def test_a_manifest_named_by_a_relative_path_gives_cases_the_cnn_can_read(cohort
     ids = pd.read_csv(out / "features.csv", dtype={"patient_id": str})["patient_id"]
     inputs = case_inputs(out, ids)
     assert all(Path(p).is_absolute() and Path(p).exists() for p in inputs["baseline_ct"])
+
+
+def test_baseline_and_follow_up_as_two_series_of_one_folder(tmp_path):
+    # One DICOM folder holding both scans is not "the same file twice": the series columns tell them apart.
+    baseline = _series(tmp_path / "study", _head(0, 70), axial_positions(8), "a")
+    followup = _series(tmp_path / "study", _head(1, 70), axial_positions(8), "b")
+    _mask_for(tmp_path / "study", tmp_path / "m1.nii.gz", series_uid=baseline)
+    _mask_for(tmp_path / "study", tmp_path / "m2.nii.gz", series_uid=followup)
+    manifest, out = tmp_path / "manifest.csv", tmp_path / "out"
+    pd.DataFrame([{"patient_id": "p", "baseline_ct": "study", "followup_ct": "study", "baseline_mask": "m1.nii.gz",
+                   "followup_mask": "m2.nii.gz", "baseline_series": baseline, "followup_series": followup}]
+                 ).to_csv(manifest, index=False)
+    result = _extract(manifest, "--out", out)
+    assert result.exit_code == 0, result.output
+    case = json.loads((out / "cases" / "p" / "case.json").read_text())
+    assert case["baseline_series"] == baseline and case["followup_series"] == followup
+    # The same series twice is a copy-paste slip, refused as before.
+    pd.DataFrame([{"patient_id": "p", "baseline_ct": "study", "followup_ct": "study",
+                   "baseline_series": baseline, "followup_series": baseline}]).to_csv(manifest, index=False)
+    assert "followup_ct is the same file as baseline_ct" in _one_line(_extract(manifest, "--out", out))

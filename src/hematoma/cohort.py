@@ -233,9 +233,16 @@ def load_manifest(
 
     # A follow-up that is the baseline's file (a copy-paste slip) gives growth 0 and a silent HE "no".
     # Paths only: hashing every file of a cohort here is too slow (extract_case compares contents).
+    # One DICOM folder may hold both scans as two series: then the series columns tell them apart.
+    def series(column: str) -> list[str]:
+        return [str(v).strip() for v in table[column]] if column in table.columns else [""] * len(table)
+
+    other_series = [a != b for a, b in zip(series("baseline_series"), series("followup_series"))]
     for baseline, followup in (("baseline_ct", "followup_ct"), ("baseline_mask", "followup_mask")):
         if baseline in resolved.columns and followup in resolved.columns:
             for i, (first, second) in enumerate(zip(resolved[baseline], resolved[followup])):
+                if baseline == "baseline_ct" and other_series[i]:
+                    continue
                 if isinstance(first, str) and isinstance(second, str) and _same_file(Path(first), Path(second)):
                     problems.append(f"row {row_of[i]}: {followup} is the same file as {baseline}")
 

@@ -204,7 +204,7 @@ def _check_followup_distinct(job: CaseJob, inputs_sha1: dict[str, str | None]) -
         followup = inputs_sha1[f"followup_{name}"]
         return followup is not None and followup == inputs_sha1[f"baseline_{name}"]
 
-    if same("ct"):
+    if same("ct") and job.baseline_series == job.followup_series:  # else: two series of one DICOM folder
         raise InputError(job.followup_ct, f"followup_ct has the same content as baseline_ct {job.baseline_ct}: "
                                           "a follow-up is a later scan")
     if same("mask"):
