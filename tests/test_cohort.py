@@ -196,3 +196,14 @@ def test_a_path_cell_with_a_newline_gives_a_one_line_error_in_the_cli(tmp_path):
     lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("warning:")]
     assert len(lines) == 1 and "manifest.csv" in lines[0] and "not found" in lines[0], result.output
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_split_of_other_patients_names_a_remedy_the_command_has(tmp_path):
+    # `run`/`demo` have no --split: their advice must name what they have (--overwrite).
+    table = pd.DataFrame({"patient_id": [f"P{i}" for i in range(40)], "he": [i % 2 for i in range(40)]})
+    path = tmp_path / "split.csv"
+    load_or_make_split(path, table)
+    with pytest.raises(InputError, match="other patients than this table; rerun with --overwrite$"):
+        load_or_make_split(path, table.iloc[:30], remedy="rerun with --overwrite")
+    with pytest.raises(InputError, match="choose another --split path"):
+        load_or_make_split(path, table.iloc[:30])

@@ -349,14 +349,21 @@ def read_split(path: str | Path) -> pd.DataFrame:
     return split
 
 
-def load_or_make_split(path: str | Path, table: pd.DataFrame, seed: int = 0, label=LABEL_COLUMN, **kwargs) -> pd.DataFrame:
-    """Reuse the split written at ``path`` (checking it covers the same patients), else make and write it."""
+SPLIT_REMEDY = "choose another --split path (or delete it if it is this table's old split)"
+
+
+def load_or_make_split(path: str | Path, table: pd.DataFrame, seed: int = 0, label=LABEL_COLUMN,
+                       remedy: str = SPLIT_REMEDY, **kwargs) -> pd.DataFrame:
+    """Reuse the split written at ``path`` (checking it covers the same patients), else make and write it.
+
+    ``remedy``: what the caller's user can do about a split of other patients (advice naming an option the
+    command has).
+    """
     path = Path(path)
     if path.exists():
         split = read_split(path)
         if set(split[ID_COLUMN]) != set(table[ID_COLUMN].astype(str)):
-            raise InputError(path, "split was made for other patients than this table; choose another --split path "
-                                   "(or delete it if it is this table's old split)")
+            raise InputError(path, f"split was made for other patients than this table; {remedy}")
         return split
     split = split_cohort(table, seed=seed, label=label, **kwargs)
     write_split(split, path)

@@ -145,7 +145,9 @@ def _run_protocol(manifest: Path, out: Path, settings: RunSettings, progress: bo
 
     start = time.perf_counter()
     existed = (out / "split.csv").exists()
-    split = load_or_make_split(out / "split.csv", table, seed=settings.seed, label=LABEL)
+    split = load_or_make_split(out / "split.csv", table, seed=settings.seed, label=LABEL,
+                               remedy="the manifest's patients changed since OUT's split was made: rerun with "
+                                      "--overwrite for a new split (unchanged cases are reused)")
     sizes = split["part"].value_counts().to_dict()
     stages.done("split", "skipped (exists)" if existed else "done", time.perf_counter() - start,
                 ", ".join(f"{part} {sizes.get(part, 0)}" for part in ("cnn", "train", "test")), sizes=sizes)

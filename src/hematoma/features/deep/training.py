@@ -367,7 +367,9 @@ def _train_cnn(out, cnn_dir, settings, slices, weights, seed, device, overwrite,
     table = read_feature_table(out)
     if LABEL not in table.columns:
         raise InputError(Path(out), "the feature table has no 'he' label column: the CNN cannot be trained")
-    split = load_or_make_split(Path(out) / "split.csv", table, seed=seed, label=LABEL)
+    split = load_or_make_split(Path(out) / "split.csv", table, seed=seed, label=LABEL,
+                               remedy="the table's patients changed since it was made: rerun `hematoma extract` "
+                                      "with --overwrite for a new split")
     cohort1 = set(split.loc[split["part"] == "cnn", ID].astype(str))
     labelled = table.loc[table[ID].isin(cohort1) & table[LABEL].notna(), [ID, LABEL]]
     cases = labelled.merge(case_inputs(out, labelled[ID]), on=ID, validate="one_to_one")
