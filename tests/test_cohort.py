@@ -207,3 +207,11 @@ def test_a_split_of_other_patients_names_a_remedy_the_command_has(tmp_path):
         load_or_make_split(path, table.iloc[:30], remedy="rerun with --overwrite")
     with pytest.raises(InputError, match="choose another --split path"):
         load_or_make_split(path, table.iloc[:30])
+
+
+def test_ids_that_differ_only_by_case_are_refused(tmp_path):
+    # Case folders OUT/cases/<id> of P0001 and p0001 would be one folder on macOS and Windows.
+    (tmp_path / "ct.nii.gz").write_bytes(b"x")
+    (tmp_path / "m.csv").write_text("patient_id,baseline_ct\nP0001,ct.nii.gz\np0001,ct.nii.gz\nP0002,ct.nii.gz\n")
+    with pytest.raises(ManifestError, match=r"patient_ids 'P0001' \(row 2\), 'p0001' \(row 3\) differ only by case"):
+        load_manifest(tmp_path / "m.csv")

@@ -212,6 +212,13 @@ def load_manifest(
         duplicated = ids[ids.ne("") & ids.duplicated(keep=False)]
         for value, rows in duplicated.groupby(duplicated).groups.items():
             problems.append(f"duplicate patient_id {value!r} in rows {', '.join(str(row_of[r]) for r in rows)}")
+        # Ids are folder names (OUT/cases/<id>): on macOS and Windows, P0001 and p0001 are one folder.
+        distinct = ids[ids.ne("") & ~ids.duplicated()]
+        folded = distinct.str.casefold()
+        for _, same in distinct[folded.duplicated(keep=False)].groupby(folded).groups.items():
+            shown = ", ".join(f"{distinct[r]!r} (row {row_of[r]})" for r in same)
+            problems.append(f"patient_ids {shown} differ only by case: their case folders would be one on macOS "
+                            "and Windows")
 
     resolved = table.copy()
     for column in PATH_COLUMNS:
