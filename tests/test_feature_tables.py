@@ -256,3 +256,16 @@ def test_any_feature_table_reads_correctly_or_is_refused_naming_the_file(case):
     assert table["patient_id"].is_unique and table["he"].isin([0.0, 1.0]).sum() + table["he"].isna().sum() == len(table)
     for column in ("rad_a", "clin_b"):
         assert table[column].dtype.kind in "iuf" and not np.isinf(table[column]).any()
+
+
+def test_the_training_hash_ignores_column_and_row_order():
+    """Seen: a table with its columns reordered got a false "features differ (re-extracted?)" note in evaluate."""
+    from hematoma.protocols import training_hash
+
+    table = synthetic_table(n=20, n_rad=4, n_clin=2, missing=0.0)
+    shuffled = table[list(reversed(table.columns))].sample(frac=1.0, random_state=0)
+    groups = ("rad", "clin")
+    assert training_hash(shuffled, groups) == training_hash(table, groups)
+    changed = table.copy()
+    changed.loc[changed.index[3], "rad_f0"] += 1.0
+    assert training_hash(changed, groups) != training_hash(table, groups)

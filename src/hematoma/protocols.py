@@ -272,12 +272,16 @@ def inner_folds(y, outer_fraction: float = 1.0, classifier: str = "auto", where=
 
 
 def training_hash(table: pd.DataFrame, groups, label: str = LABEL) -> str:
-    """Hash of exactly what a fit saw: ids, labels and the feature columns of ``groups``, in row order."""
+    """Hash of what a fit saw: ids, labels and the feature columns of ``groups``.
+
+    Columns by name and rows by id, so that the same values in another column or row order (a table
+    re-saved by a spreadsheet) are not taken for re-extracted features.
+    """
     from .model import feature_columns
     from .model_bundle import table_hash
 
-    columns = [ID, label, *feature_columns(table, groups)]
-    return table_hash(table[columns].reset_index(drop=True))
+    columns = [ID, label, *sorted(feature_columns(table, groups))]
+    return table_hash(table[columns].sort_values(ID, kind="stable").reset_index(drop=True))
 
 
 # --------------------------------------------------------------------------- settings and results
