@@ -17,3 +17,30 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real test data not found at {SHARED_DATA} (../shared is absent in a user's clone)")
     return SHARED_DATA
+
+
+# --------------------------------------------------------------------------- the pipeline's shared run
+# One small cohort and one `run` without CNN features, generated once per session and shared by
+# test_pipeline.py and test_predict.py.
+PIPELINE_PATIENTS = 30
+PIPELINE_SEED = 1  # a cohort whose train part has patients of both classes (checked in test_pipeline.py)
+PIPELINE_QUICK = {"classifier": "logistic", "grid": "small"}
+
+
+@pytest.fixture(scope="session")
+def synthetic_cohort(tmp_path_factory) -> Path:
+    from hematoma.synthetic import generate_cohort
+
+    folder = tmp_path_factory.getbasetemp() / "pipeline-cohort"
+    generate_cohort(folder, PIPELINE_PATIENTS, seed=PIPELINE_SEED, size="small", workers=2, progress=False)
+    return folder / "manifest.csv"
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(synthetic_cohort, tmp_path_factory):
+    """`run` with radiomics and clinical features only (no CNN): (out folder, result)."""
+    from hematoma.pipeline import RunSettings, run_protocol
+
+    out = tmp_path_factory.getbasetemp() / "pipeline-run"
+    settings = RunSettings(workers=1, groups=("rad", "clin"), seed=PIPELINE_SEED, **PIPELINE_QUICK)
+    return out, run_protocol(synthetic_cohort, out, settings, progress=False)

@@ -1,7 +1,7 @@
 """`hematoma run` / `train` / `evaluate`: the protocols end to end on a tiny synthetic cohort.
 
-One cohort of 30 small patients is generated once per session (`synthetic_cohort`);
-the run without CNN features is shared by every test here and in
+One cohort of 30 small patients is generated once per session (`synthetic_cohort`,
+in conftest.py); the run without CNN features is shared by every test here and in
 test_predict.py.  The run with the CNN (1 epoch, random weights) starts from a
 copy of that run's output folder, so its extraction is skipped.
 """
@@ -22,29 +22,9 @@ from hematoma.model_bundle import load_model
 from hematoma.pipeline import RunSettings, run_protocol
 from hematoma.report.build import FIGURES, SECTIONS
 
-N_PATIENTS = 30
-SEED = 1  # a cohort whose train part has patients of both classes (checked below)
-QUICK = {"classifier": "logistic", "grid": "small"}
+from conftest import PIPELINE_PATIENTS as N_PATIENTS, PIPELINE_QUICK as QUICK, PIPELINE_SEED as SEED
+
 runner = CliRunner()
-
-
-@pytest.fixture(scope="session")
-def synthetic_cohort(tmp_path_factory) -> Path:
-    from hematoma.synthetic import generate_cohort
-
-    # A fixed folder under the session's temp root: test_predict.py imports these
-    # fixtures (pytest then holds a second copy), and both copies resume the same work.
-    folder = tmp_path_factory.getbasetemp() / "pipeline-cohort"
-    generate_cohort(folder, N_PATIENTS, seed=SEED, size="small", workers=2, progress=False)
-    return folder / "manifest.csv"
-
-
-@pytest.fixture(scope="session")
-def synthetic_run(synthetic_cohort, tmp_path_factory):
-    """`run` with radiomics and clinical features only (no CNN): (out folder, result)."""
-    out = tmp_path_factory.getbasetemp() / "pipeline-run"
-    settings = RunSettings(workers=1, groups=("rad", "clin"), seed=SEED, **QUICK)
-    return out, run_protocol(synthetic_cohort, out, settings, progress=False)
 
 
 def _stamps(folder: Path, pattern: str) -> dict[str, int]:

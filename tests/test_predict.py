@@ -14,8 +14,6 @@ from hematoma.cli import app
 from hematoma.errors import InputError
 from hematoma.prediction import Predictor, clinical_from_pairs
 
-from test_pipeline import synthetic_cohort, synthetic_run  # noqa: F401  (session fixtures: cohort + run without CNN)
-
 runner = CliRunner()
 
 
