@@ -28,7 +28,7 @@ import pandas as pd
 
 from .errors import InputError, ManifestError
 from .labels import INVALID, parse_label
-from .storage import atomic_path
+from .storage import atomic_path, same_file
 
 ID_COLUMN = "patient_id"
 PATH_COLUMNS = ("baseline_ct", "followup_ct", "baseline_mask", "followup_mask")
@@ -250,7 +250,7 @@ def load_manifest(
             for i, (first, second) in enumerate(zip(resolved[baseline], resolved[followup])):
                 if baseline == "baseline_ct" and other_series[i]:
                     continue
-                if isinstance(first, str) and isinstance(second, str) and _same_file(Path(first), Path(second)):
+                if isinstance(first, str) and isinstance(second, str) and same_file(first, second):
                     problems.append(f"row {row_of[i]}: {followup} is the same file as {baseline}")
 
     if LABEL_COLUMN in table.columns:
@@ -277,16 +277,6 @@ def load_manifest(
         if column not in PATH_COLUMNS and column not in (ID_COLUMN, LABEL_COLUMN):
             resolved[column] = resolved[column].replace("", np.nan)
     return Manifest(path=path, table=resolved.reset_index(drop=True), extra_columns=tuple(extra_columns))
-
-
-def _same_file(first: Path, second: Path) -> bool:
-    """The same path once links and '..' are resolved, or the same file on disk (a hard link)."""
-    if first.resolve() == second.resolve():
-        return True
-    try:
-        return first.samefile(second)
-    except OSError:  # a missing file is reported on its own
-        return False
 
 
 def _stratify_or_none(labels: pd.Series, n_splits_min: int = 2):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import InputError, ManifestError
-from .storage import sha1_file
+from .storage import same_file, sha1_file
 
 ID = "patient_id"
 BASELINE_VOLUME_FEATURE = "clin_baseline_volume_ml"
@@ -131,8 +131,7 @@ def _check_row_names_ct(path: Path, patient_id: str, ct: Path) -> None:
     if named.empty or not named.iloc[0]:
         return
     listed = Path(named.iloc[0]) if Path(named.iloc[0]).is_absolute() else path.parent / named.iloc[0]
-    same = listed.resolve() == ct.resolve() or (listed.exists() and ct.exists() and listed.samefile(ct))
-    if not same:
+    if not same_file(listed, ct):
         raise InputError(path, f"the row of {patient_id!r} is for baseline_ct {named.iloc[0]}, not the --ct given "
                                f"({ct}): another patient's row? (check --patient-id)")
 

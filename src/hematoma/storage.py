@@ -113,6 +113,17 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def same_file(first: str | Path, second: str | Path) -> bool:
+    """True when both paths name one file: the same path once links and '..' are resolved, or a hard link."""
+    first, second = Path(first), Path(second)
+    if first.resolve() == second.resolve():
+        return True
+    try:
+        return first.samefile(second)
+    except OSError:  # either is missing: not one file
+        return False
+
+
 def refuse_overwrite(destination: str | Path, overwrite: bool) -> None:
     """Raise unless ``destination`` is absent or the user allowed overwriting it."""
     destination = Path(destination)

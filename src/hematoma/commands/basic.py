@@ -39,11 +39,11 @@ def _read_hematoma_mask(path: Path):
 
 def _check_distinct(baseline: Path, followup: Path) -> None:
     """Refuse a follow-up that is the baseline mask itself, and say so of a copy of it (growth 0, HE "no")."""
-    from ..storage import sha1_file
+    from ..storage import same_file, sha1_file
 
     if not baseline.exists() or not followup.exists():
         return  # reading reports the missing file
-    if baseline.resolve() == followup.resolve() or baseline.samefile(followup):
+    if same_file(baseline, followup):
         raise InputError(followup, "--followup is the same file as --baseline")
     if sha1_file(baseline) == sha1_file(followup):
         # Two masks of the same voxels on the same grid can be true (registered scans, no growth): said, not refused,

@@ -7,21 +7,11 @@ user's inputs: a report written over the patient's CT (seen: `predict
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Mapping
 
 from ..errors import InputError
-
-
-def same_file(first: Path, second: Path) -> bool:
-    """True when both paths name one file (symbolic and hard links included), existing or not."""
-    if Path(first).resolve() == Path(second).resolve():
-        return True
-    try:
-        return Path(first).exists() and Path(second).exists() and os.path.samefile(first, second)
-    except OSError:
-        return False
+from ..storage import same_file
 
 
 def refuse_clashes(outputs: Mapping[str, Path | None], inputs: Mapping[str, Path | None]) -> None:
