@@ -21,13 +21,18 @@ def segment(
     out: Path = typer.Option(..., "--out", "-o", help="Mask to write (.nii.gz, .nrrd, .mha), UInt8 0/1 on the CT's grid."),
     overlay: Optional[Path] = typer.Option(None, "--overlay", help="Also write the figure (PNG): largest-area slice with the hematoma in red."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model folder from `hematoma segment-train` (default: rule-based, no model)."),
+    method: str = typer.Option("rules", "--method", help="rules; deep (BLAST-CT); auto (deep with a CUDA GPU, else rules); both (compared, QA flag)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="BLAST-CT weights folder (config.json, model_*.pt); default: the blast-ct package's."),
+    models: int = typer.Option(1, "--models", min=1, help="BLAST-CT models averaged (an ensemble)."),
+    blood: str = typer.Option("iph", "--blood", help="Blood classes of the deep hematoma mask: iph; iph+ivh; blood (iph+eah+ivh)."),
     series: Optional[str] = typer.Option(None, "--series", help="For a DICOM folder holding several series: the SeriesInstanceUID to read."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
 ) -> None:
     """Segment the hemorrhage of CT, write the mask and print its volume in mL."""
     from ..errors import InputError
     from ..io import WRITE_SUFFIXES, read_image, write_image
-    from ..segmentation import HemorrhageSegmentationModel, save_overlay, segment_hemorrhage
+    from ..segmentation import HemorrhageSegmentationModel, save_overlay
+    from ..segmentation.methods import SegmenterSettings, segment_with, which_ran
     from ..storage import refuse_overwrite
     from ..volume import mask_volume_ml
     from .output_paths import refuse_clashes
@@ -39,13 +44,34 @@ def segment(
     refuse_overwrite(out, overwrite)
     if overlay is not None:
         refuse_overwrite(overlay, overwrite)
+    settings = SegmenterSettings(method, None if weights is None else str(weights), models, blood).check()
     loaded = HemorrhageSegmentationModel.load(model) if model is not None else None
+    console.print(which_ran(settings), highlight=False, soft_wrap=True)
     image = read_image(ct, series_uid=series)
-    mask = segment_hemorrhage(image, model=loaded, source=ct)
+    result = segment_with(image, settings, model=loaded, source=ct)
+    mask = result.mask
     write_image(mask, out, overwrite=overwrite)
     if overlay is not None:
         save_overlay(image, mask, overlay, overwrite=overwrite, title=f"{ct.name}: largest hematoma area")
-    console.print(f"hemorrhage volume {mask_volume_ml(mask):.2f} mL -> {out}", highlight=False)
+    console.print(f"hemorrhage volume {mask_volume_ml(mask):.2f} mL ({result.method}) -> {out}", highlight=False)
+    _print_columns(result)
+
+
+def _print_columns(result) -> None:
+    import math
+
+    columns = {k: v for k, v in result.columns.items() if not math.isnan(v)}
+    if "ivh_volume_ml" in columns:
+        console.print(f"intraventricular blood {columns['ivh_volume_ml']:.2f} mL, perihematomal oedema "
+                      f"{columns['phe_volume_ml']:.2f} mL (BLAST-CT)", highlight=False)
+    if "seg_dice_rules_deep" in columns:
+        flag = " [yellow]QA flag: look at this case[/]" if columns.get("seg_qa_flag") else ""
+        console.print(f"rules vs deep: Dice {columns['seg_dice_rules_deep']:.3f}, volume difference "
+                      f"{columns['seg_volume_difference_ml']:+.2f} mL{flag}")
+    elif columns.get("seg_qa_flag"):
+        console.print("[yellow]QA flag: look at this case[/]")
+    for note in result.notes:
+        console.print(note, highlight=False, soft_wrap=True)
 
 
 def segment_train(

@@ -101,14 +101,23 @@ class NoHemorrhageWarning(UserWarning):
     """The segmenter found no hemorrhage: the mask is empty (0 mL)."""
 
 
-def segment_hemorrhage(image: sitk.Image, model=None, source: str | Path | None = None) -> sitk.Image:
+def segment_hemorrhage(image: sitk.Image, model=None, source: str | Path | None = None, method: str = "rules",
+                       **deep_options) -> sitk.Image:
     """Binary (UInt8) hemorrhage mask of a head CT, on the image's own grid.
 
     ``image`` is a 3D volume or a single 2D slice in HU.  ``model`` is a
     :class:`~hematoma.segmentation.classifier.HemorrhageSegmentationModel`
     (or ``None``: the rule-based default).  ``source`` names the file in errors.
-    An empty mask comes with a :class:`NoHemorrhageWarning`.
+    ``method``: "rules" (default), "deep" (BLAST-CT), "auto" or "both"
+    (:mod:`hematoma.segmentation.methods`); ``deep_options``: ``weights``,
+    ``n_models``, ``blood`` of :class:`~hematoma.segmentation.methods.SegmenterSettings`.
+    An empty mask from the rules comes with a :class:`NoHemorrhageWarning`.
     """
+    if method != "rules" or deep_options:
+        from .methods import SegmenterSettings, segment_with
+
+        settings = SegmenterSettings(method=method, **deep_options).check()
+        return segment_with(image, settings, model=model, source=source).mask
     ct = orient_ct(image, source)
     if model is not None:
         model.check_image(ct, source)
