@@ -95,10 +95,27 @@ def test_air_tiles_are_skipped_without_changing_the_probabilities(segmenter):
     assert np.all(np.argmax(skipping[:, :, :, 15:], axis=0) == 0)
 
 
-def test_tiles_pad_the_volume_least(segmenter):
+def test_tiles_cost_least(segmenter):
     assert segmenter.tile_for((51, 86, 73)) == (60, 90, 75)  # one tile: 60 x 90 x 75 mm
-    assert segmenter.tile_for((150, 230, 230)) == (30, 60, 60)  # 240 mm in plane: 4 x 60 rather than 3 x 90
-    assert segmenter.tile_for((1, 7, 500)) == (15, 15, 30)
+    assert segmenter.tile_for((150, 230, 230)) == (60, 60, 60)  # 4 x (60 + 16) < 3 x (90 + 16) in plane
+    assert segmenter.tile_for((1, 7, 500)) == (15, 15, 90)
+
+
+def test_only_the_planes_a_thick_slice_scan_reads_are_computed(segmenter):
+    """5 mm slices read one 1 mm plane in five; those planes equal the full forward pass."""
+    from hematoma.segmentation.deep import forward_planes, needed_planes
+
+    native = sitk.Image(20, 20, 6, sitk.sitkInt16)
+    native.SetSpacing((0.5, 0.5, 5.0))
+    grid = segmenter.resample(native - 1000)
+    assert needed_planes(grid, native) == [0, 5, 10, 15, 20, 25]
+    x = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, (1, 1, 110, 110, 110)).astype(np.float32))
+    network = segmenter.networks[0]
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode():
+        full = network(x)[0]
+        part = forward_planes(network, x, [0, 7, 29])
+    assert torch.allclose(full[:, :, [0, 7, 29]], part, atol=1e-4)
 
 
 def test_a_single_slice_is_segmented_on_its_own_grid(crop, segmenter):

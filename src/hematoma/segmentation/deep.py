@@ -149,7 +149,8 @@ class DeepSegmenter:
         """Class map of ``image`` (2D slice or 3D volume in HU) on its own grid."""
         started = time.perf_counter()
         grid = self.resample(image, source)
-        probabilities, run, total = self.probabilities(self.normalise(sitk.GetArrayFromImage(grid)), progress)
+        planes = None if self.all_tiles else needed_planes(grid, sitk.JoinSeries(image) if image.GetDimension() == 2 else image)
+        probabilities, run, total = self.probabilities(self.normalise(sitk.GetArrayFromImage(grid)), progress, planes)
         classes = np.argmax(probabilities, axis=0).astype(np.uint8)
         labels = sitk.GetImageFromArray(classes)
         labels.CopyInformation(grid)
@@ -162,15 +163,22 @@ class DeepSegmenter:
                                 seconds=time.perf_counter() - started, tiles_run=run, tiles_total=total)
 
     def tile_for(self, shape) -> tuple[int, int, int]:
-        """Per axis, the multiple of 15 (up to ``tile_mm``) whose tiles pad the volume least; larger on ties."""
+        """Per axis, the multiple of 15 (up to ``tile_mm``) that costs least.
+
+        A tile's full-resolution pathway computes its output plus 16 voxels, so
+        an axis costs about (number of tiles) x (tile + 16); larger on ties.
+        """
         tile = []
         for n, largest in zip(shape, self.tile):
             sizes = range(_PHASE, largest + 1, _PHASE)
-            tile.append(min(sizes, key=lambda t: (-(-n // t) * t, -t)))
+            tile.append(min(sizes, key=lambda t: (-(-n // t) * (t + 16), -t)))
         return tuple(tile)
 
-    def probabilities(self, volume: np.ndarray, progress=None) -> tuple[np.ndarray, int, int]:
-        """Mean softmax of the models, (classes, z, y, x), for a window-normalised volume on the 1 mm grid."""
+    def probabilities(self, volume: np.ndarray, progress=None, planes=None) -> tuple[np.ndarray, int, int]:
+        """Mean softmax of the models, (classes, z, y, x), for a window-normalised volume on the 1 mm grid.
+
+        ``planes``: the z indices whose output is needed (None: all); the others are left as background.
+        """
         import torch
 
         shape = volume.shape
@@ -187,10 +195,14 @@ class DeepSegmenter:
             lo = [i * t for i, t in zip(index, tile)]
             own = tuple(slice(a, a + t) for a, t in zip(lo, tile))
             inside = tuple(slice(a + m, a + m + t) for a, m, t in zip(lo, self.margin, tile))
-            if not self.all_tiles and not (padded[inside] > floor).any():
+            local = None if planes is None else [p - lo[0] for p in planes if lo[0] <= p < lo[0] + tile[0]]
+            wanted = padded[inside] if local is None else padded[inside][local]
+            if not self.all_tiles and (local == [] or not (wanted > floor).any()):
                 if progress is not None:
                     progress()
                 continue
+            if local is not None and len(local) == tile[0]:
+                local = None  # every plane: the plain forward pass
             patch = padded[tuple(slice(a, a + t + 2 * m) for a, t, m in zip(lo, tile, self.margin))]
             x = torch.from_numpy(np.ascontiguousarray(patch))[None, None].to(self.device)
             if self.device.type == "cpu":
@@ -198,14 +210,76 @@ class DeepSegmenter:
             with torch.inference_mode():
                 total = None
                 for network in self.networks:
-                    logits, _ = network(x)
+                    logits = network(x)[0] if local is None else forward_planes(network, x, local)
                     p = torch.softmax(logits, dim=1)
                     total = p if total is None else total + p
-            out[(slice(None),) + own] = (total / len(self.networks))[0].float().cpu().numpy()
+            mean = (total / len(self.networks))[0].float().cpu().numpy()
+            if local is None:
+                out[(slice(None),) + own] = mean
+            else:
+                out[(slice(None), np.asarray(local) + lo[0]) + own[1:]] = mean
             run += 1
             if progress is not None:
                 progress()
         return out[(slice(None),) + tuple(slice(0, n) for n in shape)], run, len(starts)
+
+
+def needed_planes(grid: sitk.Image, native: sitk.Image) -> list[int] | None:
+    """The z planes of the 1 mm ``grid`` that nearest-neighbour resampling onto ``native`` reads.
+
+    A 5 mm scan reads one plane in five: the network's per-voxel layers (its
+    last convolution and the fully connected ones, half the work) run only
+    there.  None (every plane) when the grids' axes are not parallel.
+    """
+    grid_dir = np.asarray(grid.GetDirection()).reshape(3, 3)
+    native_dir = np.asarray(native.GetDirection()).reshape(3, 3)
+    cosines = np.abs(grid_dir.T @ native_dir)  # [grid axis, native axis]
+    if not np.allclose(np.sort(cosines, axis=1)[:, -1], 1.0, atol=1e-6):
+        return None
+    axis = int(np.argmax(cosines[2]))  # the native axis along the grid's z
+    planes = set()
+    for k in range(native.GetSize()[axis]):
+        index = [0.0, 0.0, 0.0]
+        index[axis] = float(k)
+        z = grid.TransformPhysicalPointToContinuousIndex(native.TransformContinuousIndexToPhysicalPoint(index))[2]
+        for candidate in {int(np.floor(z + 0.5 - 1e-3)), int(np.floor(z + 0.5 + 1e-3))}:  # both sides of a tie
+            if 0 <= candidate < grid.GetSize()[2]:
+                planes.add(candidate)
+    return sorted(planes)
+
+
+def forward_planes(network, x, planes: list[int]):
+    """Logits of BLAST-CT's DeepMedic at the output z ``planes`` of tile ``x`` only.
+
+    The package's forward computes every plane.  Here the subsampled pathways
+    run whole (they are cheap) and are sliced; the full-resolution pathway runs
+    whole up to its last block, which is applied to the 3-plane slabs under the
+    wanted planes; the fully connected (1x1x1) layers run on those planes.
+    Same arithmetic per voxel as ``network(x)``.
+    """
+    import torch
+    from blast_ct.models.base import crop_center
+
+    output_size = network.get_output_size(tuple(x.shape[2:]))
+    activations = []
+    for path in network.paths:
+        layers = list(path.path)  # DownSample, PreActBlocks, UpSample
+        h = layers[0](crop_center(x, path.calculate_input_size(output_size)))
+        if x.device.type == "cpu":
+            # The strided subsampling leaves a layout oneDNN does not take: PyTorch's slow
+            # reference convolution would run the subsampled pathways (a fifth of the time).
+            h = h.contiguous(memory_format=torch.channels_last_3d)
+        if tuple(path.scale_factor) != (1, 1, 1):
+            for layer in layers[1:]:
+                h = layer(h)
+            activations.append(crop_center(h, output_size)[:, :, planes])
+            continue
+        for block in layers[1:-2]:
+            h = block(h)
+        slabs = torch.cat([h[:, :, p:p + 3] for p in planes], dim=0)  # the last 3x3x3 block reads planes p..p+2
+        last = layers[-2](slabs)  # (planes, C, 1, y, x)
+        activations.append(last[:, :, 0].transpose(0, 1).unsqueeze(0))
+    return network.fully_connected(torch.cat(activations, dim=1))
 
 
 def _input_margin(network) -> tuple[int, int, int]:
