@@ -340,6 +340,7 @@ def test_missing_masks_are_segmented_and_saved(reference, cohort, tmp_path, monk
     """Cases without masks get them from the segmenter (a stand-in here: the truth), saved in the case folder."""
     import types
 
+    import hematoma.segmentation.methods as methods
     from hematoma.io import read_mask
 
     table = pd.read_csv(cohort, dtype=str, keep_default_na=False).head(2)
@@ -347,16 +348,17 @@ def test_missing_masks_are_segmented_and_saved(reference, cohort, tmp_path, monk
     truth.update({str((cohort.parent / row.followup_ct).resolve()): cohort.parent / row.followup_mask for row in table.itertuples()})
     calls = []
 
-    def mask_for_case(ct, ct_path, mask_path=None, model=None):
-        calls.append((str(Path(ct_path).resolve()), mask_path, model))
-        return read_mask(truth[str(Path(ct_path).resolve())], reference=ct, reference_path=ct_path)
+    def segment_with(ct, settings, model=None, source=None):
+        calls.append((str(Path(source).resolve()), settings.method, model))
+        mask = read_mask(truth[str(Path(source).resolve())], reference=ct, reference_path=source)
+        return types.SimpleNamespace(mask=mask, method="rules", columns={}, notes=[])
 
-    monkeypatch.setitem(sys.modules, "hematoma.segmentation", types.SimpleNamespace(mask_for_case=mask_for_case))
+    monkeypatch.setattr(methods, "segment_with", segment_with)
     manifest = cohort.parent / "unmasked.csv"
     table.drop(columns=["baseline_mask", "followup_mask"]).to_csv(manifest, index=False)
     result = extract_cohort(manifest, tmp_path / "out", workers=1, show_progress=False)
 
-    assert sorted(calls) == sorted((path, None, None) for path in truth)
+    assert sorted(calls) == sorted((path, "rules", None) for path in truth)
     expected = reference.table.set_index("patient_id").loc[result.table["patient_id"]].reset_index()
     pd.testing.assert_frame_equal(result.table, expected)
     record = json.loads((tmp_path / "out" / "cases" / table["patient_id"][0] / "case.json").read_text())

@@ -288,3 +288,41 @@ def test_config_json_is_checked(tmp_path):
     (folder / "config.json").write_text(json.dumps({"model": {}}))
     with pytest.raises(InputError, match="not a BLAST-CT config"):
         find_weights(folder)
+
+
+# --- extract / predict with --method -------------------------------------------------
+
+
+def test_extract_with_both_records_method_volumes_and_qa_flag(crop, tmp_path):
+    """One skull-less crop: the rules refuse it, BLAST-CT's mask is used, the case is flagged and listed;
+    a rerun resumes; another method on the same folder is refused, saying so."""
+    path, _ = crop
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"patient_id,baseline_ct,he\np1,{path},1\n")
+    out = tmp_path / "out"
+    args = ["extract", str(manifest), "--out", str(out), "--workers", "1", "--method", "both", "--weights", str(WEIGHTS)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "segmenter: both" in result.output and "disagree on 1 case(s)" in result.output
+    features = __import__("pandas").read_csv(out / "features.csv")
+    assert features.loc[0, "seg_qa_flag"] == 1.0 and features.loc[0, "ivh_volume_ml"] >= 0
+    assert features.loc[0, "baseline_volume_ml"] > 10
+    record = json.loads((out / "cases" / "p1" / "case.json").read_text())
+    assert record["segmentation"]["baseline"] == "both: deep"
+    assert record["provenance"]["settings"]["segmentation"]["weights"][0]["sha256"] == _sha256_from_sums("model_1.pt")
+    assert any("rules refused" in w for w in record["warnings"])
+    assert json.loads((out / "extract.json").read_text())["segmentation_qa_flagged"] == ["p1"]
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "1 unchanged" in again.output
+    other = runner.invoke(app, args[:-4] + ["--method", "deep", "--weights", str(WEIGHTS)])
+    assert other.exit_code == 2 and "segments with deep" in other.output
+
+
+def test_predict_segments_as_the_training_masks_were_made():
+    """A model's extract record names its segmenter: predict rebuilds the same settings from it."""
+    from hematoma.segmentation.methods import SegmenterSettings
+
+    settings = SegmenterSettings("both", str(WEIGHTS), 2, "iph+ivh")
+    again = SegmenterSettings.from_record(settings.record())
+    assert again == settings
+    assert SegmenterSettings.from_record(None) is None

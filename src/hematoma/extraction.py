@@ -96,6 +96,7 @@ class ExtractSettings:
     definition: str = DEFAULT_DEFINITION
     radiomics_params: str | None = None  # a pyradiomics YAML; None: the shipped one
     segmentation_model: str | None = None  # a trained segmenter's folder; None: the default segmenter
+    segmenter: Any = None  # segmentation.methods.SegmenterSettings; None: the rules
 
     def record(self) -> dict[str, Any]:
         """The settings with the content hashes of the files they name (computed once per run)."""
@@ -103,7 +104,7 @@ class ExtractSettings:
 
         params = Path(self.radiomics_params) if self.radiomics_params else default_params_path()
         model = Path(self.segmentation_model) if self.segmentation_model else None
-        return {
+        record = {
             "definition": self.definition,
             "radiomics_params": str(params) if self.radiomics_params else "default",
             "radiomics_params_sha1": sha1_file(params),
@@ -112,6 +113,10 @@ class ExtractSettings:
             "hematoma_version": __version__,
             "case_format": CASE_FORMAT,
         }
+        # Only where it is not the rules: the cohorts extracted before --method keep their fingerprints.
+        if self.segmenter is not None and self.segmenter.resolved_method() != "rules":
+            record["segmentation"] = self.segmenter.record()
+        return record
 
 
 @dataclass(frozen=True)
@@ -147,8 +152,10 @@ def _segmentation_model(path: str | None):
     return HemorrhageSegmentationModel.load(path)
 
 
-def _mask_for_case(ct, ct_path: str, mask_path: str | None, model_path: str | None):
-    """:func:`hematoma.segmentation.mask_for_case`, importing the segmenter only when a mask is missing.
+def _mask_for_case(ct, ct_path: str, mask_path: str | None, model_path: str | None, segmenter=None):
+    """(mask, segmentation result or None): the given mask, or one segmented by ``segmenter`` (None: the rules).
+
+    The segmenter is imported only when a mask is missing.
 
     A given mask is read and geometry-checked exactly as ``mask_for_case``
     does; importing ``hematoma.segmentation`` also imports its model stack
@@ -163,10 +170,11 @@ def _mask_for_case(ct, ct_path: str, mask_path: str | None, model_path: str | No
 
         mask = read_mask(mask_path, reference=ct, reference_path=ct_path)
         check_hematoma_mask(mask, mask_path, ct=ct)
-        return mask
-    from .segmentation import mask_for_case
+        return mask, None
+    from .segmentation.methods import SegmenterSettings, segment_with
 
-    return mask_for_case(ct, ct_path, None, model=_segmentation_model(model_path))
+    result = segment_with(ct, segmenter or SegmenterSettings(), model=_segmentation_model(model_path), source=ct_path)
+    return result.mask, result
 
 
 def _content_only(settings_record: dict) -> dict:
@@ -267,11 +275,12 @@ def extract_case(job: CaseJob) -> CaseOutcome:
             stage = "read"
             ct = read_image(job.baseline_ct, series_uid=job.baseline_series)
             stage = "mask"
-            mask = _mask_for_case(ct, job.baseline_ct, job.baseline_mask, job.settings.segmentation_model)
+            mask, segmented = _mask_for_case(ct, job.baseline_ct, job.baseline_mask, job.settings.segmentation_model,
+                                             job.settings.segmenter)
             check_scanner_spacing(mask, job.baseline_mask or job.baseline_ct)
             baseline_ml = mask_volume_ml(mask)
 
-            followup_mask = None
+            followup_mask, followup_segmented = None, None
             if job.followup_ct:
                 stage = "followup"
                 # A given follow-up mask is only checked against its CT's grid: the header is enough
@@ -280,7 +289,8 @@ def extract_case(job: CaseJob) -> CaseOutcome:
                     followup_ct = read_geometry(job.followup_ct)
                 else:
                     followup_ct = read_image(job.followup_ct, series_uid=job.followup_series)
-                followup_mask = _mask_for_case(followup_ct, job.followup_ct, job.followup_mask, job.settings.segmentation_model)
+                followup_mask, followup_segmented = _mask_for_case(
+                    followup_ct, job.followup_ct, job.followup_mask, job.settings.segmentation_model, job.settings.segmenter)
             elif job.followup_mask:  # a follow-up volume without its CT: no grid to check against
                 stage = "followup"
                 from .mask_checks import check_hematoma_mask
@@ -329,8 +339,9 @@ def extract_case(job: CaseJob) -> CaseOutcome:
             "he_source": he_source,
             "he_manifest": job.he_manifest,
             "he_definition": job.settings.definition,
+            **_segmentation_fields(segmented, followup_segmented, job.settings.segmenter),
             "features": features,
-            "warnings": [str(w.message) for w in caught] + notes,
+            "warnings": [str(w.message) for w in caught] + notes + _segmentation_notes(segmented, followup_segmented),
             "provenance": {
                 "inputs_sha1": inputs_sha1,
                 "outputs_sha1": {f"{name}_mask": sha1_file(path) for name, path in outputs.items() if path.exists()},
@@ -349,6 +360,30 @@ def extract_case(job: CaseJob) -> CaseOutcome:
     except Exception as error:  # noqa: BLE001 - one case's bug or bad file must not stop the cohort
         reason = f"{type(error).__name__}: {one_line(error)}"
         return CaseOutcome(job.case_id, FAILED, stage, reason, time.perf_counter() - start)
+
+
+def _segmentation_fields(baseline, followup, segmenter) -> dict[str, Any]:
+    """What made the masks (per scan) and the baseline's BLAST-CT columns; nothing for a rules-only run."""
+    if segmenter is None or segmenter.resolved_method() == "rules":
+        return {}
+    from .segmentation.methods import SEGMENTATION_COLUMNS
+
+    fields: dict[str, Any] = {"segmentation": {name: (None if result is None else result.method)
+                                               for name, result in (("baseline", baseline), ("followup", followup))}}
+    for column in SEGMENTATION_COLUMNS:
+        value = None if baseline is None else baseline.columns.get(column)
+        fields[column] = None if value is None or math.isnan(value) else float(value)
+    followup_flag = None if followup is None else followup.columns.get("seg_qa_flag")
+    if followup_flag is not None and not math.isnan(followup_flag):  # either scan's disagreement asks for a look
+        fields["seg_qa_flag"] = float(max(fields["seg_qa_flag"] or 0.0, followup_flag))
+    return fields
+
+
+def _segmentation_notes(baseline, followup) -> list[str]:
+    notes = []
+    for name, result in (("baseline", baseline), ("followup", followup)):
+        notes.extend(f"{name} segmentation: {note}" for note in (result.notes if result is not None else ()))
+    return notes
 
 
 @functools.lru_cache(maxsize=1)
@@ -372,6 +407,7 @@ class ExtractResult:
     outcomes: list[CaseOutcome]
     failures: pd.DataFrame
     warnings: dict[str, list[str]] = field(default_factory=dict)  # case -> its warnings (read, resampled...)
+    qa_flagged: list[str] = field(default_factory=list)  # cases whose rules and deep masks disagree (--method both)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -381,9 +417,25 @@ class ExtractResult:
         return counts
 
 
+def _resolved_weights(segmenter):
+    """The segmenter with its weights folder as an absolute path (workers may run elsewhere)."""
+    if segmenter is None:
+        return None
+    import dataclasses
+
+    segmenter = segmenter.check()
+    if segmenter.weights is not None:
+        segmenter = dataclasses.replace(segmenter, weights=str(Path(segmenter.weights).resolve()))
+    return segmenter
+
+
 def _check_settings(settings: ExtractSettings) -> None:
     """Fail on a bad setting before any worker starts."""
     get_definition(settings.definition)
+    if settings.segmenter is not None and settings.segmenter.uses_deep:
+        from .segmentation.methods import deep_segmenter
+
+        deep_segmenter(settings.segmenter.weights, settings.segmenter.n_models)  # weights found and checked here
     from .features.radiomics import load_extractor
 
     load_extractor(settings.radiomics_params)  # InputError naming the file when it is invalid
@@ -427,6 +479,12 @@ def case_row(record: dict) -> dict[str, Any]:
     for column in META_COLUMNS:
         value = record.get(column)
         row[column] = math.nan if value is None else float(value)
+    if "segmentation" in record:  # a run with --method deep/both/auto: BLAST-CT's other volumes and the QA flag
+        from .segmentation.methods import SEGMENTATION_COLUMNS
+
+        for column in SEGMENTATION_COLUMNS:
+            value = record.get(column)
+            row[column] = math.nan if value is None else float(value)
     row.update(record["features"])
     return row
 
@@ -464,6 +522,7 @@ def extract_cohort(
     client: Any = None,
     radiomics_params: str | Path | None = None,
     segmentation_model: str | Path | None = None,
+    segmenter: Any = None,
     definition: str = DEFAULT_DEFINITION,
     extra_columns: Sequence[str] = (),
     ignore_columns: Sequence[str] = (),
@@ -487,6 +546,7 @@ def extract_cohort(
         definition=definition,
         radiomics_params=None if radiomics_params is None else str(Path(radiomics_params).resolve()),
         segmentation_model=None if segmentation_model is None else str(Path(segmentation_model).resolve()),
+        segmenter=_resolved_weights(segmenter),
     )
     get_definition(definition)  # the cheap checks before any worker starts
     for path, what in ((manifest_path, "manifest"), (radiomics_params, "pyradiomics parameters file"),
@@ -558,13 +618,17 @@ def _run_and_write(manifest, out: Path, ids, settings, settings_record, owner, c
         failures.to_csv(tmp, index=False)
     # case.json is where a worker's warnings land; the run's summary gathers them.
     case_warnings = {str(r[ID_COLUMN]): list(r["warnings"]) for r in records if r.get("warnings")}
-    result = ExtractResult(out=out, table=table, outcomes=outcomes, failures=failures, warnings=case_warnings)
+    # Cases whose rules and BLAST-CT masks disagree (--method both): the ones a person should look at.
+    qa_flagged = sorted(str(r[ID_COLUMN]) for r in records if r.get("seg_qa_flag"))
+    result = ExtractResult(out=out, table=table, outcomes=outcomes, failures=failures, warnings=case_warnings,
+                           qa_flagged=qa_flagged)
     write_json(
         out / "extract.json",
         {
             **owner,
             "status": "finished",
             "warnings": case_warnings,
+            **({"segmentation_qa_flagged": qa_flagged} if settings.segmenter is not None else {}),
             "workers": workers,
             "scheduler": scheduler,
             "counts": result.counts,

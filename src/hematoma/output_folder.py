@@ -65,6 +65,11 @@ def _differences(previous: dict, current: dict, manifest_columns: set[str]) -> l
     if old.get("radiomics_params_sha1") != new["radiomics_params_sha1"]:
         params = new["radiomics_params"]
         different.append(f"has other radiomics parameters ({'the shipped ones' if params == 'default' else params})")
+    old_method = (old.get("segmentation") or {}).get("resolved_method", "rules")
+    new_method = (new.get("segmentation") or {}).get("resolved_method", "rules")
+    if old.get("segmentation") != new.get("segmentation"):
+        detail = "" if old_method != new_method else " (other weights, models or blood classes)"
+        different.append(f"segments with {new_method}{detail} (that one: {old_method})")
     if old.get("segmentation_model_sha1") != new["segmentation_model_sha1"]:
         different.append(f"has segmentation model {new['segmentation_model'] or 'none (the rule-based segmenter)'}")
     old_extra, new_extra = sorted(set(previous.get("extra_columns") or ())), sorted(set(current["extra_columns"]))

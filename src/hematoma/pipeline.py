@@ -28,6 +28,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from rich.console import Console
@@ -63,6 +64,7 @@ class RunSettings:
     definition: str | None = None  # HE definition (None: the default)
     segmentation_model: str | None = None
     radiomics_params: str | None = None
+    segmenter: Any = None  # segmentation.methods.SegmenterSettings; None: the rules
 
     def __post_init__(self):
         self.groups = parse_groups(self.groups) or GROUPS
@@ -172,7 +174,7 @@ def _extract(manifest: Path, out: Path, settings: RunSettings, progress: bool, c
     kwargs = {"definition": settings.definition} if settings.definition else {}
     result = extract_cohort(manifest, out, workers=settings.workers, scheduler=settings.scheduler,
                             radiomics_params=settings.radiomics_params, segmentation_model=settings.segmentation_model,
-                            show_progress=progress, console=console, overwrite=overwrite, **kwargs)
+                            segmenter=settings.segmenter, show_progress=progress, console=console, overwrite=overwrite, **kwargs)
     for line in summarise_warnings(result.warnings):
         console.print(f"[yellow]warnings[/] {escape(line)}", highlight=False, soft_wrap=True)
     table = result.table

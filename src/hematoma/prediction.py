@@ -163,11 +163,12 @@ class PatientPrediction:
 class Predictor:
     """A loaded model bundle with what its features need (CNN, segmenter, radiomics parameters)."""
 
-    def __init__(self, bundle, cnn=None, segmentation_model=None, radiomics_params=None):
+    def __init__(self, bundle, cnn=None, segmentation_model=None, radiomics_params=None, segmenter=None):
         self.bundle = bundle
         self.cnn = cnn
         self.segmentation_model = segmentation_model
         self.radiomics_params = radiomics_params
+        self.segmenter = segmenter  # segmentation.methods.SegmenterSettings; None: the rules
 
     @property
     def uses_cnn(self) -> bool:
@@ -175,12 +176,18 @@ class Predictor:
 
     @classmethod
     def load(cls, model: str | Path, cnn_model: str | Path | None = None, segmentation_model: str | Path | None = None,
-             device: str = "cpu", allow_version_mismatch: bool = False) -> "Predictor":
+             device: str = "cpu", allow_version_mismatch: bool = False, segmenter=None) -> "Predictor":
+        """``segmenter``: how to segment a CT without a mask (SegmenterSettings); None: as the training cohort's
+        masks were made (its extraction's ``--method``), the rules where it recorded none."""
         from .model_bundle import load_model
 
         bundle = load_model(model, allow_version_mismatch=allow_version_mismatch)
         extract = bundle.settings.get("extract") or {}
-        predictor = cls(bundle, radiomics_params=_radiomics_params(extract, bundle.path))
+        if segmenter is None and extract.get("segmentation"):
+            from .segmentation.methods import SegmenterSettings
+
+            segmenter = SegmenterSettings.from_record(extract["segmentation"])
+        predictor = cls(bundle, radiomics_params=_radiomics_params(extract, bundle.path), segmenter=segmenter)
         if predictor.uses_cnn:
             predictor.cnn = _load_cnn(bundle, cnn_model, device)
         segmenter = segmentation_model or extract.get("segmentation_model")
@@ -212,9 +219,10 @@ class Predictor:
             hematoma = read_mask(mask, reference=image, reference_path=ct)
             check_hematoma_mask(hematoma, mask, ct=image)  # an inverted or filled mask is no hematoma: refuse it
         else:
-            from .segmentation import mask_for_case
+            from .segmentation.methods import SegmenterSettings, segment_with
 
-            hematoma = mask_for_case(image, ct, None, model=self.segmentation_model)
+            segmented = segment_with(image, self.segmenter or SegmenterSettings(), model=self.segmentation_model, source=ct)
+            hematoma = segmented.mask
         seconds["mask"] = time.perf_counter() - start - sum(seconds.values())
         volume = mask_volume_ml(hematoma)
         row = {ID: patient_id, **extract_radiomics(image, hematoma, self.radiomics_params, source=mask or ct)}

@@ -36,6 +36,10 @@ def extract(
     segmentation_model: Optional[Path] = typer.Option(
         None, "--segmentation-model", help="Trained hemorrhage segmenter folder, for cases without a mask."
     ),
+    method: str = typer.Option("rules", "--method", help="Segmenter for cases without a mask: rules; deep (BLAST-CT); auto (deep with a CUDA GPU); both (compared, QA flag)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="BLAST-CT weights folder (default: the blast-ct package's)."),
+    models: int = typer.Option(1, "--models", min=1, help="BLAST-CT models averaged."),
+    blood: str = typer.Option("iph", "--blood", help="Blood classes of the deep hematoma mask: iph; iph+ivh; blood."),
     definition: str = typer.Option(DEFAULT_DEFINITION, "--definition", help=f"HE definition: {', '.join(HE_DEFINITIONS)}."),
     extra_column: List[str] = typer.Option([], "--extra-column", help="Declare an extra clinical column (repeatable)."),
     ignore_column: List[str] = typer.Option([], "--ignore-column", help="Drop a manifest column (repeatable)."),
@@ -54,10 +58,14 @@ def extract(
     """
     from ..case_warnings import summarise_warnings
     from ..extraction import extract_cohort
+    from ..segmentation.methods import segmenter_from_options, which_ran
 
+    segmenter = segmenter_from_options(method, weights, models, blood)
+    if segmenter is not None:
+        err_console.print(which_ran(segmenter), highlight=False, soft_wrap=True)
     result = extract_cohort(
         manifest, out, workers=workers, scheduler=scheduler, radiomics_params=radiomics_params,
-        segmentation_model=segmentation_model, definition=definition, extra_columns=extra_column,
+        segmentation_model=segmentation_model, segmenter=segmenter, definition=definition, extra_columns=extra_column,
         ignore_columns=ignore_column, console=err_console, overwrite=overwrite,
     )
     counts = result.counts
@@ -73,6 +81,10 @@ def extract(
         more = counts["failed"] - SHOWN_FAILURES
         err_console.print(f"{'and ' + str(more) + ' more; ' if more > 0 else ''}all in {escape(str(out / 'failures.csv'))}",
                           highlight=False, soft_wrap=True)
+    if result.qa_flagged:
+        shown = ", ".join(result.qa_flagged[:SHOWN_FAILURES]) + (" ..." if len(result.qa_flagged) > SHOWN_FAILURES else "")
+        err_console.print(f"[yellow]QA[/] rules and BLAST-CT disagree on {len(result.qa_flagged)} case(s), look at them: "
+                          f"{escape(shown)} (seg_qa_flag in features.csv; all in extract.json)", highlight=False, soft_wrap=True)
     if result.warnings:
         for line in summarise_warnings(result.warnings):
             err_console.print(f"[yellow]warnings[/] {escape(line)}", highlight=False, soft_wrap=True)

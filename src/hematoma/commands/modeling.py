@@ -24,6 +24,9 @@ _VERSIONS_HELP = ("Load a model saved with other versions of scikit-learn (or of
                   "with a warning: its predictions may differ.")
 
 
+_METHOD_HELP = ("Segmenter for CTs without a mask: rules; deep (BLAST-CT); auto (deep with a CUDA GPU, else rules); "
+                "both (compared, QA flag). predict's default: the method the model's training masks were made with.")
+
 def _ci(entry: dict) -> str:
     return f"{entry['auc']:.3f} (95% CI {entry['lower']:.3f}-{entry['upper']:.3f})"
 
@@ -119,6 +122,10 @@ def predict(
     overlay: Optional[Path] = typer.Option(None, "--overlay", help="Overlay PNG to write (default: <CT name>_overlay.png here)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write a one-patient HTML report here."),
     segmentation_model: Optional[Path] = typer.Option(None, "--segmentation-model", help="Trained segmenter folder."),
+    method: Optional[str] = typer.Option(None, "--method", help=_METHOD_HELP),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="BLAST-CT weights folder (default: the blast-ct package's)."),
+    models: int = typer.Option(1, "--models", min=1, help="BLAST-CT models averaged."),
+    blood: str = typer.Option("iph", "--blood", help="Blood classes of the deep hematoma mask: iph; iph+ivh; blood."),
     cnn_model: Optional[Path] = typer.Option(None, "--cnn-model", help="The CNN the model was trained with (default: recorded in the bundle)."),
     device: str = typer.Option("cpu", "--device", help="Device for the CNN: cpu, cuda or auto."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --overlay / --report files."),
@@ -140,8 +147,13 @@ def predict(
     refuse_overwrite(overlay, overwrite)
     if report is not None:
         refuse_overwrite(report, overwrite)
+    from ..segmentation.methods import SegmenterSettings, which_ran
+
+    segmenter = None if method is None else SegmenterSettings(method, None if weights is None else str(weights), models, blood).check()
     predictor = Predictor.load(model, cnn_model=cnn_model, segmentation_model=segmentation_model, device=device,
-                               allow_version_mismatch=allow_version_mismatch)
+                               allow_version_mismatch=allow_version_mismatch, segmenter=segmenter)
+    if mask is None:
+        err_console.print(which_ran(predictor.segmenter or SegmenterSettings()), highlight=False, soft_wrap=True)
     columns = predictor.bundle.feature_columns
     table = None
     rules = {"model_columns": columns, "extra_columns": extra_columns, "ignore_columns": ignore_columns}
@@ -179,15 +191,24 @@ def run(
     scaling: str = typer.Option("standard", "--scaling", help=_SCALING_HELP),
     selection_scope: str = typer.Option("group", "--select-scope", help=_SCOPE_HELP),
     optional_groups: str = typer.Option("none", "--optional-groups", help=_OPTIONAL_HELP),
+    method: str = typer.Option("rules", "--method", help=_METHOD_HELP),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="BLAST-CT weights folder (default: the blast-ct package's)."),
+    models: int = typer.Option(1, "--models", min=1, help="BLAST-CT models averaged."),
+    blood: str = typer.Option("iph", "--blood", help="Blood classes of the deep hematoma mask: iph; iph+ivh; blood."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT's results when they are another manifest's "
                                    "or other extraction settings' (cases whose inputs and settings are unchanged are reused)."),
 ) -> None:
     """The paper's protocol end to end: extract, CNN on cohort 1, embed, train, evaluate, report."""
     from ..pipeline import RunSettings, run_protocol
+    from ..segmentation.methods import segmenter_from_options, which_ran
 
+    segmenter = segmenter_from_options(method, weights, models, blood)
+    if segmenter is not None:
+        err_console.print(which_ran(segmenter), highlight=False, soft_wrap=True)
     settings = RunSettings(workers=workers, scheduler=scheduler, groups=feature_groups, classifier=classifier, grid=grid,
                            scaling=scaling, selection_scope=selection_scope, optional_groups=optional_groups, seed=seed,
-                           cnn_preset=cnn_preset, cnn_weights=cnn_weights, cnn_epochs=cnn_epochs, device=device)
+                           cnn_preset=cnn_preset, cnn_weights=cnn_weights, cnn_epochs=cnn_epochs, device=device,
+                           segmenter=segmenter)
     result = run_protocol(manifest, out, settings, console=err_console, overwrite=overwrite)
     print_result(result)
 

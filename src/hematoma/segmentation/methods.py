@@ -70,6 +70,17 @@ class SegmenterSettings:
             return self.method
         return "deep" if gpu_available() else "rules"
 
+    @classmethod
+    def from_record(cls, record: dict | None) -> "SegmenterSettings | None":
+        """The settings an extraction recorded (``record()``), to segment new patients the same way."""
+        if not record:
+            return None
+        weights = None
+        if record.get("weights_source") == "--weights" and record.get("weights"):
+            weights = str(Path(record["weights"][0]["file"]).parent)
+        return cls(record.get("method", DEFAULT_METHOD), weights, int(record.get("n_models", 1)),
+                   record.get("blood_classes", "iph")).check()
+
     def record(self) -> dict:
         """What the masks depend on, for a run's settings and each case's provenance."""
         record = {"method": self.method, "resolved_method": self.resolved_method()}
@@ -78,6 +89,14 @@ class SegmenterSettings:
             record.update({"blood_classes": self.blood, "n_models": self.n_models,
                            "weights_source": segmenter.folder.source, "weights": segmenter.provenance})
         return record
+
+
+def segmenter_from_options(method: str, weights, n_models: int, blood: str) -> SegmenterSettings | None:
+    """The CLI's --method/--weights/--models/--blood; None for the plain rules (the default, nothing recorded)."""
+    settings = SegmenterSettings(method, None if weights is None else str(weights), n_models, blood).check()
+    if settings == SegmenterSettings():
+        return None
+    return settings
 
 
 def gpu_available() -> bool:
