@@ -1,5 +1,5 @@
 """Figures (matplotlib, PNG) and the self-contained HTML report."""
 
-from .html import ReportContent, write_report
+from .html import ReportContent, Section, write_report
 
-__all__ = ["ReportContent", "write_report"]
+__all__ = ["ReportContent", "Section", "write_report"]

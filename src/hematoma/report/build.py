@@ -2,7 +2,10 @@
 
 Writes into one folder: every figure as a PNG, ``metrics.json`` (all numbers,
 curves and per-patient predictions) and ``report.html`` (self-contained: the
-same figures embedded).  Section captions are in :data:`SECTIONS`.
+same figures embedded).  Section captions are in :data:`SECTIONS`; a table
+segmented with BLAST-CT (``--method deep/both/auto``) adds the "Segmentation QA"
+section (:mod:`.segmentation_qa`), read from the feature table evaluated and
+the ``extract.json`` beside it.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..evaluation.metrics import to_jsonable
+from ..protocols import FeatureSource, read_features
 from ..storage import write_json
 from . import figures
-from .html import ReportContent, write_report
+from .html import ReportContent, Section, write_report
+from .segmentation_qa import RULE, TITLE, SegmentationQA, segmentation_qa
 
 SECTIONS = {
     "performance": "Model performance on the test patients",
@@ -166,12 +172,44 @@ def summary_lines(assessment) -> dict[str, str]:
     return summary
 
 
-def write_report_folder(assessment, out: str | Path, extra: dict | None = None) -> ReportFolder:
-    """Write the PNGs, ``metrics.json`` and ``report.html`` of ``assessment`` into ``out``."""
+def qa_section(qa: SegmentationQA) -> Section:
+    """The "Segmentation QA" section: which segmenter, how many cases flagged, the flagged ones worst first."""
+    if not qa.compared:
+        paragraphs = [("Only one segmenter ran, so no case could be flagged; segment with --method both to compare "
+                       "the rule-based masks with BLAST-CT's.")]
+    elif len(qa.flagged):
+        paragraphs = [("The rule-based and BLAST-CT masks of these cases disagree: a person should look at their "
+                       "segmentation (OUT/cases/<patient>/baseline_mask.nii.gz over the CT) before trusting their features.")]
+    else:
+        paragraphs = ["The rule-based and BLAST-CT masks agree on every case."]
+    shown = qa.compared and len(qa.flagged) > 0
+    return Section(title=TITLE, paragraphs=paragraphs + qa.notes, facts=qa.facts(),
+                   table=qa.table() if shown else None, caption=RULE if qa.compared else "")
+
+
+def _segmentation_qa(assessment, features) -> SegmentationQA | None:
+    """The QA of the table evaluated (``features``, else the one the assessment names); None for a rules-only one."""
+    if features is None:
+        features = assessment.settings.get("features evaluated")
+        if features is None:
+            return None
+    source = features if isinstance(features, FeatureSource) else read_features(features)
+    return segmentation_qa(source, test_ids=list(assessment.y.index))
+
+
+def write_report_folder(assessment, out: str | Path, extra: dict | None = None,
+                        features: FeatureSource | str | Path | None = None) -> ReportFolder:
+    """Write the PNGs, ``metrics.json`` and ``report.html`` of ``assessment`` into ``out``.
+
+    ``features``: the table evaluated, for the segmentation QA; None: the one the
+    assessment's settings name ("features evaluated").
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pngs = _figures(assessment, out)
-    metrics_path = write_json(out / "metrics.json", {**assessment.json(), **(extra or {})})
+    qa = _segmentation_qa(assessment, features)
+    qa_record = {} if qa is None else {"segmentation_qa": to_jsonable(qa.json())}
+    metrics_path = write_json(out / "metrics.json", {**assessment.json(), **qa_record, **(extra or {})})
     tables = {SECTIONS["performance"]: performance_table(assessment.metrics)}
     if assessment.table1 is not None:
         n = assessment.table1.attrs.get("n", {})
@@ -191,11 +229,15 @@ def write_report_folder(assessment, out: str | Path, extra: dict | None = None) 
     for entry in assessment.baselines.values():
         if entry.get("name") == "BRAIN score" and entry.get("status") == "ok":
             notes.append("BRAIN score: Wang et al., Stroke 2015; its published risks are for growth >= 6 mL at 24 h")
+    summary = summary_lines(assessment)
+    if qa is not None:
+        summary["segmentation QA"] = qa.summary()
     content = ReportContent(
         title=f"Hematoma expansion: {assessment.model_name} model",
-        summary=summary_lines(assessment),
+        summary=summary,
         tables=tables,
         figures={FIGURES[name]: path for name, path in pngs.items()},
+        sections=[] if qa is None else [qa_section(qa)],
         notes=notes,
         settings={k: v for k, v in assessment.settings.items()},
         versions=assessment.versions,

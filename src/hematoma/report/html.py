@@ -16,6 +16,17 @@ from ..storage import write_text
 
 
 @dataclass
+class Section:
+    """A section of its own after the tables: paragraphs, a list of facts, a table, a caption (all optional)."""
+
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)  # label -> text, or a list of lines
+    table: pd.DataFrame | None = None
+    caption: str = ""
+
+
+@dataclass
 class ReportContent:
     """What a report shows; sections keep their insertion order."""
 
@@ -23,6 +34,7 @@ class ReportContent:
     summary: dict = field(default_factory=dict)  # headline figures, label -> text
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # caption -> table
     figures: dict[str, Path] = field(default_factory=dict)  # caption -> PNG file
+    sections: list[Section] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
@@ -46,6 +58,9 @@ def render_report(content: ReportContent) -> str:
         summary=content.summary,
         tables={caption: _table_html(table) for caption, table in content.tables.items()},
         figures={caption: _embed(path) for caption, path in content.figures.items()},
+        sections=[{"title": s.title, "paragraphs": s.paragraphs, "caption": s.caption,
+                   "facts": {k: [v] if isinstance(v, str) else list(v) for k, v in s.facts.items()},
+                   "table": None if s.table is None else _table_html(s.table)} for s in content.sections],
         notes=content.notes,
         settings=content.settings,
         versions=content.versions,
