@@ -95,6 +95,20 @@ def test_air_tiles_are_skipped_without_changing_the_probabilities(segmenter):
     assert np.all(np.argmax(skipping[:, :, :, 15:], axis=0) == 0)
 
 
+def test_tiles_shrink_to_the_tissue_they_hold(segmenter):
+    """A tile whose tissue fills one 15 mm corner runs as that corner only, with the same probabilities there."""
+    from hematoma.segmentation.deep import DeepSegmenter
+
+    volume = np.full((30, 30, 30), -1.0, dtype=np.float32)
+    volume[:12, 3:14, :9] = np.random.default_rng(2).uniform(-1, 1, (12, 11, 9))
+    small = DeepSegmenter(WEIGHTS, 1, tile_mm=(30, 30, 30))
+    shrunk, _, _ = small.probabilities(volume, planes=[0, 5, 10, 20])
+    small.all_tiles = True
+    every, _, _ = small.probabilities(volume)
+    assert np.allclose(shrunk[:, [0, 5, 10], :15, :15], every[:, [0, 5, 10], :15, :15], atol=1e-5)
+    assert np.all(np.argmax(shrunk[:, 20], axis=0) == 0) and np.all(np.argmax(shrunk[:, :, 15:], axis=0) == 0)
+
+
 def test_tiles_cost_least(segmenter):
     assert segmenter.tile_for((51, 86, 73)) == (60, 90, 75)  # one tile: 60 x 90 x 75 mm
     assert segmenter.tile_for((150, 230, 230)) == (60, 60, 60)  # 4 x (60 + 16) < 3 x (90 + 16) in plane

@@ -201,9 +201,13 @@ class DeepSegmenter:
                 if progress is not None:
                     progress()
                 continue
-            if local is not None and len(local) == tile[0]:
+            size = list(tile)
+            if not self.all_tiles:  # shrink the tile to the 15 mm steps that hold tissue: the rest is air
+                lo, size, local = _shrink_to_tissue(lo, tile, local, wanted > floor)
+                own = tuple(slice(a, a + t) for a, t in zip(lo, size))
+            if local is not None and len(local) == size[0]:
                 local = None  # every plane: the plain forward pass
-            patch = padded[tuple(slice(a, a + t + 2 * m) for a, t, m in zip(lo, tile, self.margin))]
+            patch = padded[tuple(slice(a, a + t + 2 * m) for a, t, m in zip(lo, size, self.margin))]
             x = torch.from_numpy(np.ascontiguousarray(patch))[None, None].to(self.device)
             if self.device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -222,6 +226,26 @@ class DeepSegmenter:
             if progress is not None:
                 progress()
         return out[(slice(None),) + tuple(slice(0, n) for n in shape)], run, len(starts)
+
+
+def _shrink_to_tissue(lo, tile, local, tissue):
+    """The tile cut to the multiples of 15 voxels that hold tissue (``tissue``: the wanted planes' voxels
+    above the window's floor), with the wanted planes relative to its new start."""
+    lo, size = list(lo), list(tile)
+    for axis in (1, 2):
+        present = np.nonzero(tissue.any(axis=tuple(a for a in (0, 1, 2) if a != axis)))[0]
+        start = (present[0] // _PHASE) * _PHASE
+        stop = -(-(present[-1] + 1) // _PHASE) * _PHASE
+        lo[axis], size[axis] = lo[axis] + start, stop - start
+    planes = np.nonzero(tissue.any(axis=(1, 2)))[0]
+    if local is not None:
+        planes = [local[i] for i in planes]  # the wanted planes that hold tissue
+    start = (planes[0] // _PHASE) * _PHASE
+    stop = -(-(planes[-1] + 1) // _PHASE) * _PHASE
+    lo[0], size[0] = lo[0] + start, stop - start
+    if local is not None:
+        local = [p - start for p in planes]
+    return lo, size, local
 
 
 def needed_planes(grid: sitk.Image, native: sitk.Image) -> list[int] | None:
