@@ -7,7 +7,7 @@ Layout of ``out_dir``::
     truth.csv               patient_id, true_p, he, baseline_volume_ml, followup_volume_ml,
                             location, irregularity, heterogeneity
     oracle.json             oracle AUC (true P vs realised HE), HE rate, volume quartiles, n, seed, ...
-    synthetic_settings.json seed, size, generator version (what a rerun must match)
+    synthetic_settings.json seed, size, generator version and the variant, if any (what a rerun must match)
     images/P0001_baseline.nii.gz, images/P0001_followup.nii.gz
     masks/P0001_baseline.nii.gz,  masks/P0001_followup.nii.gz
     records/P0001.json      the patient's clinical values and truth, written last (with ``redraws``,
@@ -39,6 +39,7 @@ from ..errors import HematomaError, InputError
 from ..storage import atomic_path, write_json, write_text
 from .clinical import CLINICAL_COLUMNS
 from .patient import GeneratorError, check_size, patient_id, synthesize_patient
+from .variants import Variant, synthesize_variant_patient
 
 GENERATOR_VERSION = "1.0"
 SETTINGS_FILE = "synthetic_settings.json"
@@ -80,15 +81,16 @@ def _read_record(out_dir: Path, index: int) -> dict | None:
         return None
 
 
-def write_patient(out_dir: str | Path, index: int, seed: int, size: str) -> dict:
-    """Make patient ``index`` and write its images and record; return the record.
+def write_patient(out_dir: str | Path, index: int, seed: int, size: str, variant: Variant | None = None) -> dict:
+    """Make patient ``index`` (its head altered by ``variant``) and write its images and record; return the record.
 
     Any failure is a one-line :class:`~hematoma.errors.HematomaError` naming the patient (the CLI
     prints it without a traceback; ``--debug`` shows the cause), also out of a worker process.
     """
     out_dir = Path(out_dir)
     try:
-        patient = synthesize_patient(index, seed=seed, size=size)
+        patient = (synthesize_patient(index, seed=seed, size=size) if variant is None or variant.is_intact
+                   else synthesize_variant_patient(index, seed=seed, size=size, variant=variant))
         _check_label(patient.truth)
     except HematomaError:
         raise
@@ -143,8 +145,11 @@ def _check_label(truth: dict) -> None:
                              "(a generator bug; please report the seed)")
 
 
-def _settings(seed: int, size: str) -> dict:
-    return {"generator": "hematoma.synthetic", "generator_version": GENERATOR_VERSION, "seed": int(seed), "size": size}
+def _settings(seed: int, size: str, variant: Variant | None = None) -> dict:
+    settings = {"generator": "hematoma.synthetic", "generator_version": GENERATOR_VERSION, "seed": int(seed), "size": size}
+    if variant is not None and not variant.is_intact:  # intact cohorts keep the settings they were written with
+        settings["variant"] = variant.settings()
+    return settings
 
 
 def _prepare(out_dir: Path, settings: dict, overwrite: bool) -> None:
@@ -159,7 +164,8 @@ def _prepare(out_dir: Path, settings: dict, overwrite: bool) -> None:
         except (OSError, ValueError):
             raise InputError(out_dir, "is not empty and holds no synthetic cohort; pass --overwrite to write into it") from None
         if previous != settings:
-            changed = ", ".join(f"{k} {previous.get(k)!r} -> {v!r}" for k, v in settings.items() if previous.get(k) != v)
+            changed = ", ".join(f"{k} {previous.get(k)!r} -> {settings.get(k)!r}" for k in {**previous, **settings}
+                                if previous.get(k) != settings.get(k))
             raise InputError(out_dir, f"holds a synthetic cohort made with other settings ({changed}); pass --overwrite to replace it")
     elif existing and overwrite:
         for name in _OWNED:  # only what this generator writes; other files are left alone
@@ -176,10 +182,11 @@ def _prepare(out_dir: Path, settings: dict, overwrite: bool) -> None:
 
 
 def generate_cohort(out_dir: str | Path, n_patients: int, seed: int = 0, size: str = "full", workers: int = 1,
-                    overwrite: bool = False, progress: bool = True) -> dict:
+                    overwrite: bool = False, progress: bool = True, variant: Variant | None = None) -> dict:
     """Write a synthetic cohort of ``n_patients`` to ``out_dir`` (layout: module docstring).
 
-    Resumable: patients already written with the same ``seed`` and ``size``
+    ``variant`` alters every head (:mod:`.variants`: skull gap, thin bone, tilt, head holder...).
+    Resumable: patients already written with the same ``seed``, ``size`` and ``variant``
     are skipped.  ``workers`` > 1 makes patients in that many processes.
     Returns the summary that is also written to ``oracle.json`` (plus counts
     of generated and skipped patients).
@@ -192,7 +199,8 @@ def generate_cohort(out_dir: str | Path, n_patients: int, seed: int = 0, size: s
     if workers < 1:
         raise InputError(None, f"workers must be at least 1, got {workers}")
     out_dir = Path(out_dir)
-    settings = _settings(seed, size)
+    variant = variant or Variant()
+    settings = _settings(seed, size, variant)
     _prepare(out_dir, settings, overwrite)
 
     records: dict[int, dict] = {}
@@ -208,13 +216,13 @@ def generate_cohort(out_dir: str | Path, n_patients: int, seed: int = 0, size: s
         task = bar.add_task(f"synthetic cohort ({size})", total=n_patients, completed=skipped)
         if workers == 1 or len(todo) <= 1:
             for index in todo:
-                records[index] = write_patient(out_dir, index, seed, size)
+                records[index] = write_patient(out_dir, index, seed, size, variant)
                 bar.advance(task)
         else:
             # "spawn": SimpleITK's threads and fork do not mix safely.
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                futures = [pool.submit(write_patient, out_dir, index, seed, size) for index in todo]
+                futures = [pool.submit(write_patient, out_dir, index, seed, size, variant) for index in todo]
                 try:
                     for future in as_completed(futures):
                         record = future.result()
@@ -232,6 +240,8 @@ def generate_cohort(out_dir: str | Path, n_patients: int, seed: int = 0, size: s
     summary = summarize([r["truth"] for r in ordered])
     summary.update({"n": n_patients, "seed": int(seed), "size": size, "generator_version": GENERATOR_VERSION,
                     "he_definition": HE_DEFINITION})
+    if not variant.is_intact:
+        summary["variant"] = variant.settings()
     for name, write in (("manifest.csv", _write_manifest), ("truth.csv", _write_truth),
                         ("oracle.json", lambda path, _: write_json(path, summary))):
         try:
