@@ -340,3 +340,13 @@ def test_predict_segments_as_the_training_masks_were_made():
     again = SegmenterSettings.from_record(settings.record())
     assert again == settings
     assert SegmenterSettings.from_record(None) is None
+
+
+def test_the_commands_blood_default_is_the_library_default():
+    import inspect
+
+    from hematoma.commands import extract, modeling, segment
+    from hematoma.segmentation.options import DEFAULT_BLOOD
+
+    for command in (segment.segment, extract.extract, modeling.predict, modeling.run):
+        assert inspect.signature(command).parameters["blood"].default.default == DEFAULT_BLOOD

@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+
 from rich.markup import escape
 
 from ..volume import DEFAULT_DEFINITION, HE_DEFINITIONS
@@ -17,6 +18,11 @@ SHOWN_FAILURES = 10
 # Exit status when the run finished but some cases failed (2 is a refused input: see hematoma.cli).
 CASES_FAILED_EXIT = 3
 
+
+# The literal default, not segmentation.options.DEFAULT_BLOOD: importing hematoma.segmentation here would slow every
+# command's start by seconds (tests/test_segmentation_deep.py checks they agree).
+BLOOD_HELP = ("Blood classes of the deep hematoma mask: blood (intraparenchymal + extra-axial + intraventricular, "
+              "the default: best on measurement); iph (intraparenchymal only, as the HE definitions); iph+ivh.")
 
 def extract(
     manifest: Path = typer.Argument(..., help="Manifest CSV (one row per patient; paths relative to it)."),
@@ -39,7 +45,7 @@ def extract(
     method: str = typer.Option("rules", "--method", help="Segmenter for cases without a mask: rules; deep (BLAST-CT); auto (deep with a CUDA GPU); both (compared, QA flag)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="BLAST-CT weights folder (default: the blast-ct package's)."),
     models: int = typer.Option(1, "--models", min=1, help="BLAST-CT models averaged."),
-    blood: str = typer.Option("iph", "--blood", help="Blood classes of the deep hematoma mask: iph; iph+ivh; blood."),
+    blood: str = typer.Option("blood", "--blood", help=BLOOD_HELP),
     definition: str = typer.Option(DEFAULT_DEFINITION, "--definition", help=f"HE definition: {', '.join(HE_DEFINITIONS)}."),
     extra_column: List[str] = typer.Option([], "--extra-column", help="Declare an extra clinical column (repeatable)."),
     ignore_column: List[str] = typer.Option([], "--ignore-column", help="Drop a manifest column (repeatable)."),

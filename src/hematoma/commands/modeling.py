@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+
 from rich.markup import escape
 
 console = Console(soft_wrap=True)
@@ -26,6 +27,11 @@ _VERSIONS_HELP = ("Load a model saved with other versions of scikit-learn (or of
 
 _METHOD_HELP = ("Segmenter for CTs without a mask: rules; deep (BLAST-CT); auto (deep with a CUDA GPU, else rules); "
                 "both (compared, QA flag). predict's default: the method the model's training masks were made with.")
+
+# The literal default, not segmentation.options.DEFAULT_BLOOD: importing hematoma.segmentation here would slow every
+# command's start by seconds (tests/test_segmentation_deep.py checks they agree).
+BLOOD_HELP = ("Blood classes of the deep hematoma mask: blood (intraparenchymal + extra-axial + intraventricular, "
+              "the default: best on measurement); iph (intraparenchymal only, as the HE definitions); iph+ivh.")
 
 def _ci(entry: dict) -> str:
     return f"{entry['auc']:.3f} (95% CI {entry['lower']:.3f}-{entry['upper']:.3f})"
@@ -125,7 +131,7 @@ def predict(
     method: Optional[str] = typer.Option(None, "--method", help=_METHOD_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights", help="BLAST-CT weights folder (default: the blast-ct package's)."),
     models: int = typer.Option(1, "--models", min=1, help="BLAST-CT models averaged."),
-    blood: str = typer.Option("iph", "--blood", help="Blood classes of the deep hematoma mask: iph; iph+ivh; blood."),
+    blood: str = typer.Option("blood", "--blood", help=BLOOD_HELP),
     cnn_model: Optional[Path] = typer.Option(None, "--cnn-model", help="The CNN the model was trained with (default: recorded in the bundle)."),
     device: str = typer.Option("cpu", "--device", help="Device for the CNN: cpu, cuda or auto."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --overlay / --report files."),
@@ -152,8 +158,8 @@ def predict(
     segmenter = None if method is None else SegmenterSettings(method, None if weights is None else str(weights), models, blood).check()
     predictor = Predictor.load(model, cnn_model=cnn_model, segmentation_model=segmentation_model, device=device,
                                allow_version_mismatch=allow_version_mismatch, segmenter=segmenter)
-    if mask is None:
-        err_console.print(which_ran(predictor.segmenter or SegmenterSettings()), highlight=False, soft_wrap=True)
+    if mask is None and predictor.segmenter is not None and predictor.segmenter.method != "rules":
+        err_console.print(which_ran(predictor.segmenter), highlight=False, soft_wrap=True)
     columns = predictor.bundle.feature_columns
     table = None
     rules = {"model_columns": columns, "extra_columns": extra_columns, "ignore_columns": ignore_columns}
@@ -194,7 +200,7 @@ def run(
     method: str = typer.Option("rules", "--method", help=_METHOD_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights", help="BLAST-CT weights folder (default: the blast-ct package's)."),
     models: int = typer.Option(1, "--models", min=1, help="BLAST-CT models averaged."),
-    blood: str = typer.Option("iph", "--blood", help="Blood classes of the deep hematoma mask: iph; iph+ivh; blood."),
+    blood: str = typer.Option("blood", "--blood", help=BLOOD_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT's results when they are another manifest's "
                                    "or other extraction settings' (cases whose inputs and settings are unchanged are reused)."),
 ) -> None:

@@ -13,8 +13,14 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+
 console = Console()
 
+
+# The literal default, not segmentation.options.DEFAULT_BLOOD: importing hematoma.segmentation here would slow every
+# command's start by seconds (tests/test_segmentation_deep.py checks they agree).
+BLOOD_HELP = ("Blood classes of the deep hematoma mask: blood (intraparenchymal + extra-axial + intraventricular, "
+              "the default: best on measurement); iph (intraparenchymal only, as the HE definitions); iph+ivh.")
 
 def segment(
     ct: Path = typer.Argument(..., help="Head CT in HU: NIfTI, NRRD, MHA, a DICOM file or a DICOM series folder."),
@@ -24,7 +30,7 @@ def segment(
     method: str = typer.Option("rules", "--method", help="rules; deep (BLAST-CT); auto (deep with a CUDA GPU, else rules); both (compared, QA flag)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="BLAST-CT weights folder (config.json, model_*.pt); default: the blast-ct package's."),
     models: int = typer.Option(1, "--models", min=1, help="BLAST-CT models averaged (an ensemble)."),
-    blood: str = typer.Option("iph", "--blood", help="Blood classes of the deep hematoma mask: iph; iph+ivh; blood (iph+eah+ivh)."),
+    blood: str = typer.Option("blood", "--blood", help=BLOOD_HELP),
     series: Optional[str] = typer.Option(None, "--series", help="For a DICOM folder holding several series: the SeriesInstanceUID to read."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
 ) -> None:
@@ -46,7 +52,8 @@ def segment(
         refuse_overwrite(overlay, overwrite)
     settings = SegmenterSettings(method, None if weights is None else str(weights), models, blood).check()
     loaded = HemorrhageSegmentationModel.load(model) if model is not None else None
-    console.print(which_ran(settings), highlight=False, soft_wrap=True)
+    if settings.method != "rules":  # the default says nothing: a refused input stays one line
+        Console(stderr=True).print(which_ran(settings), highlight=False, soft_wrap=True)
     image = read_image(ct, series_uid=series)
     result = segment_with(image, settings, model=loaded, source=ct)
     mask = result.mask

@@ -34,13 +34,13 @@ import SimpleITK as sitk
 
 from ..errors import InputError
 from .brain import orient_ct
+from .options import DEFAULT_BLOOD
 from .deep_weights import WeightsFolder, find_weights, load_state_dict, sha256
 
 CLASS_NAMES = ("background", "iph", "eah", "oedema", "ivh")
-#: Which blood classes form the hematoma mask: the HE definitions measure the
-#: intraparenchymal hematoma (class 1); IVH is a separate marker.
+#: Which blood classes form the hematoma mask (see segmentation.options for the default).
 HEMATOMA_CLASSES = {"iph": (1,), "iph+ivh": (1, 4), "blood": (1, 2, 4)}
-DEFAULT_HEMATOMA_CLASSES = "iph"
+DEFAULT_HEMATOMA_CLASSES = DEFAULT_BLOOD
 #: Largest output tile (z, y, x) in mm on the 1 mm grid; multiples of 15 keep the package's
 #: subsampling phase.  Each axis takes the multiple of 15 up to this that pads the volume least.
 DEFAULT_TILE_MM = (60, 90, 90)

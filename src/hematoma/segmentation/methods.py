@@ -31,6 +31,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import InputError
+from .options import DEFAULT_BLOOD
 
 METHODS = ("auto", "rules", "deep", "both")
 DEFAULT_METHOD = "rules"
@@ -48,7 +49,7 @@ class SegmenterSettings:
     method: str = DEFAULT_METHOD
     weights: str | None = None  # BLAST-CT weights folder; None: the blast-ct package's
     n_models: int = 1
-    blood: str = "iph"  # deep.HEMATOMA_CLASSES
+    blood: str = DEFAULT_BLOOD  # deep.HEMATOMA_CLASSES
 
     def check(self) -> "SegmenterSettings":
         from .deep import hematoma_classes
@@ -79,7 +80,7 @@ class SegmenterSettings:
         if record.get("weights_source") == "--weights" and record.get("weights"):
             weights = str(Path(record["weights"][0]["file"]).parent)
         return cls(record.get("method", DEFAULT_METHOD), weights, int(record.get("n_models", 1)),
-                   record.get("blood_classes", "iph")).check()
+                   record.get("blood_classes", DEFAULT_BLOOD)).check()
 
     def record(self) -> dict:
         """What the masks depend on, for a run's settings and each case's provenance."""
