@@ -56,6 +56,7 @@ def package_loop(ct_path: Path, weights: Path, folder: Path) -> tuple[np.ndarray
     import pandas as pd
     from blast_ct.inference import run_inference
 
+    folder.mkdir(parents=True, exist_ok=True)
     table = folder / "test.csv"
     pd.DataFrame({"id": ["scan"], "image": [str(ct_path)]}).to_csv(table, index=False)
     start = time.perf_counter()
