@@ -24,7 +24,10 @@ BLOOD_HELP = ("Blood classes of the deep hematoma mask: blood (intraparenchymal 
 
 def segment(
     ct: Path = typer.Argument(..., help="Head CT in HU: NIfTI, NRRD, MHA, a DICOM file or a DICOM series folder."),
-    out: Path = typer.Option(..., "--out", "-o", help="Mask to write (.nii.gz, .nrrd, .mha), UInt8 0/1 on the CT's grid."),
+    out: Path = typer.Option(..., "--out", "-o", help="Mask to write (.nii.gz, .nrrd, .mha), UInt8 0/1 on the CT's grid; "
+                                                     ".dcm: a DICOM SEG of a DICOM CT's slices."),
+    out_format: Optional[str] = typer.Option(None, "--format", help="seg: write a DICOM SEG (any name but an image "
+                                                                     "format's); image: by the name (default: .dcm is a SEG)."),
     overlay: Optional[Path] = typer.Option(None, "--overlay", help="Also write the figure (PNG): largest-area slice with the hematoma in red."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model folder from `hematoma segment-train` (default: rule-based, no model)."),
     method: str = typer.Option("rules", "--method", help="rules; deep (BLAST-CT); auto (deep with a CUDA GPU, else rules); both (compared, QA flag)."),
@@ -37,6 +40,7 @@ def segment(
     """Segment the hemorrhage of CT, write the mask and print its volume in mL."""
     from ..errors import InputError
     from ..io import WRITE_SUFFIXES, read_image, write_image
+    from ..io.paths import DICOM_SUFFIXES, _is_dicom_file
     from ..segmentation import HemorrhageSegmentationModel, save_overlay
     from ..segmentation.methods import SegmenterSettings, segment_with, which_ran
     from ..storage import refuse_overwrite
@@ -44,8 +48,17 @@ def segment(
     from .output_paths import refuse_clashes
 
     # Refuse before the work is done, not after.
-    if not out.name.lower().endswith(WRITE_SUFFIXES):
-        raise InputError(out, f"unsupported mask format (expected one of {', '.join(WRITE_SUFFIXES)})")
+    if out_format not in (None, "seg", "image"):
+        raise InputError(None, f"unknown --format {out_format!r}; choose seg or image")
+    as_seg = out_format == "seg" or (out_format is None and out.name.lower().endswith(DICOM_SUFFIXES))
+    if as_seg and out.name.lower().endswith(WRITE_SUFFIXES):
+        raise InputError(out, "a DICOM SEG is a DICOM file: name it .dcm (or drop --format seg)")
+    if not as_seg and not out.name.lower().endswith(WRITE_SUFFIXES):
+        raise InputError(out, f"unsupported mask format (expected one of {', '.join(WRITE_SUFFIXES)}, "
+                              "or .dcm / --format seg for a DICOM SEG)")
+    if as_seg and not (ct.is_dir() or _is_dicom_file(ct)):
+        raise InputError(out, f"a DICOM SEG refers to the slices of a DICOM CT, and {ct} is not DICOM; "
+                              "write the mask as .nii.gz")
     refuse_clashes({"--out": out, "--overlay": overlay}, {"CT": ct})
     refuse_overwrite(out, overwrite)
     if overlay is not None:
@@ -55,9 +68,19 @@ def segment(
     if settings.method != "rules":  # the default says nothing: a refused input stays one line
         Console(stderr=True).print(which_ran(settings), highlight=False, soft_wrap=True)
     image = read_image(ct, series_uid=series)
+    seg_slices = None
+    if as_seg:  # a resampled series has no slice per mask plane: refused before segmenting
+        from ..io.dicom_seg import seg_source
+
+        seg_slices = seg_source(image, ct, series)
     result = segment_with(image, settings, model=loaded, source=ct)
     mask = result.mask
-    write_image(mask, out, overwrite=overwrite)
+    if as_seg:
+        from ..io.dicom_seg import write_dicom_seg
+
+        write_dicom_seg(mask, seg_slices, out, algorithm=result.method, overwrite=overwrite)
+    else:
+        write_image(mask, out, overwrite=overwrite)
     if overlay is not None:
         save_overlay(image, mask, overlay, overwrite=overwrite, title=f"{ct.name}: largest hematoma area")
     console.print(f"hemorrhage volume {mask_volume_ml(mask):.2f} mL ({result.method}) -> {out}", highlight=False)

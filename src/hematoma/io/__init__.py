@@ -9,6 +9,7 @@ integrity checks run before ITK reads a file.
 """
 
 from .arrays import array_to_image, as_3d, image_to_array
+from .dicom_seg import SEG_SOP_CLASS_UID, is_dicom_seg, read_dicom_seg, write_dicom_seg
 from .images import read_image, write_image
 from .integrity import check_image_file_complete, dicom_pixel_data_problem
 from .itk_capture import ImageWarning
@@ -17,6 +18,7 @@ from .paths import READ_SUFFIXES, WRITE_SUFFIXES
 
 __all__ = [
     "READ_SUFFIXES",
+    "SEG_SOP_CLASS_UID",
     "WRITE_SUFFIXES",
     "ImageWarning",
     "array_to_image",
@@ -25,8 +27,11 @@ __all__ = [
     "check_image_file_complete",
     "dicom_pixel_data_problem",
     "image_to_array",
+    "is_dicom_seg",
+    "read_dicom_seg",
     "read_geometry",
     "read_image",
     "read_mask",
+    "write_dicom_seg",
     "write_image",
 ]

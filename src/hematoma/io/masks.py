@@ -19,9 +19,17 @@ def read_mask(path: str | Path, reference: sitk.Image | None = None, reference_p
     """Read a binary mask as UInt8 0/1; a single label value k (0/k) becomes 1.
 
     With ``reference`` (the image the mask belongs to), its geometry must match
-    (see :func:`check_geometry`).
+    (see :func:`check_geometry`).  A DICOM SEG (:mod:`.dicom_seg`) is read onto
+    ``reference``'s grid; it must hold one segment.
     """
     path = Path(path)
+    if path.is_file() and _is_dicom_file(path):
+        from .dicom_seg import is_dicom_seg, read_dicom_seg
+
+        if is_dicom_seg(path):
+            if reference is None:  # its frames are planes in space: only a CT gives them a voxel grid
+                raise InputError(path, "is a DICOM SEG: it is read onto its CT's voxel grid, and no CT was given")
+            return read_dicom_seg(path, reference, reference_path=reference_path, tolerance=tolerance)
     mask = read_image(path)
     if mask.GetDimension() != 3:  # a 2D file has no slice thickness: no volume in mL can come from it
         raise InputError(path, f"mask is a {mask.GetDimension()}D image; expected a 3D mask (a volume needs the "
