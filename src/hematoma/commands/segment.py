@@ -28,6 +28,8 @@ def segment(
                                                      ".dcm: a DICOM SEG of a DICOM CT's slices."),
     out_format: Optional[str] = typer.Option(None, "--format", help="seg: write a DICOM SEG (any name but an image "
                                                                      "format's); image: by the name (default: .dcm is a SEG)."),
+    sr: Optional[Path] = typer.Option(None, "--sr", help="Also write the volumes as a DICOM Structured Report "
+                                                         "(.dcm, TID 1500) referencing the SEG of --out."),
     overlay: Optional[Path] = typer.Option(None, "--overlay", help="Also write the figure (PNG): largest-area slice with the hematoma in red."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model folder from `hematoma segment-train` (default: rule-based, no model)."),
     method: str = typer.Option("rules", "--method", help="rules; deep (BLAST-CT); auto (deep with a CUDA GPU, else rules); both (compared, QA flag)."),
@@ -59,8 +61,15 @@ def segment(
     if as_seg and not (ct.is_dir() or _is_dicom_file(ct)):
         raise InputError(out, f"a DICOM SEG refers to the slices of a DICOM CT, and {ct} is not DICOM; "
                               "write the mask as .nii.gz")
-    refuse_clashes({"--out": out, "--overlay": overlay}, {"CT": ct})
+    if sr is not None and not as_seg:
+        raise InputError(sr, "a DICOM SR of the volumes references the DICOM SEG it measures: give --out a .dcm "
+                             "(a DICOM CT's SEG)")
+    if sr is not None and not sr.name.lower().endswith(DICOM_SUFFIXES):
+        raise InputError(sr, "a DICOM SR is a DICOM file: name it .dcm")
+    refuse_clashes({"--out": out, "--overlay": overlay, "--sr": sr}, {"CT": ct})
     refuse_overwrite(out, overwrite)
+    if sr is not None:
+        refuse_overwrite(sr, overwrite)
     if overlay is not None:
         refuse_overwrite(overlay, overwrite)
     settings = SegmenterSettings(method, None if weights is None else str(weights), models, blood).check()
@@ -79,11 +88,18 @@ def segment(
         from ..io.dicom_seg import write_dicom_seg
 
         write_dicom_seg(mask, seg_slices, out, algorithm=result.method, overwrite=overwrite)
+        if sr is not None:
+            from ..io.dicom_sr import write_volume_report
+
+            volumes = {"hematoma": mask_volume_ml(mask), "ivh": result.columns.get("ivh_volume_ml", float("nan")),
+                       "oedema": result.columns.get("phe_volume_ml", float("nan"))}  # NaN: not measured, left out
+            write_volume_report(out, seg_slices, sr, volumes, overwrite=overwrite)
     else:
         write_image(mask, out, overwrite=overwrite)
     if overlay is not None:
         save_overlay(image, mask, overlay, overwrite=overwrite, title=f"{ct.name}: largest hematoma area")
-    console.print(f"hemorrhage volume {mask_volume_ml(mask):.2f} mL ({result.method}) -> {out}", highlight=False)
+    console.print(f"hemorrhage volume {mask_volume_ml(mask):.2f} mL ({result.method}) -> {out}"
+                  + (f", report -> {sr}" if sr is not None else ""), highlight=False)
     _print_columns(result)
 
 

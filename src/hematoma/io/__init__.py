@@ -10,6 +10,7 @@ integrity checks run before ITK reads a file.
 
 from .arrays import array_to_image, as_3d, image_to_array
 from .dicom_seg import SEG_SOP_CLASS_UID, is_dicom_seg, read_dicom_seg, write_dicom_seg
+from .dicom_sr import write_volume_report
 from .images import read_image, write_image
 from .integrity import check_image_file_complete, dicom_pixel_data_problem
 from .itk_capture import ImageWarning
@@ -34,4 +35,5 @@ __all__ = [
     "read_mask",
     "write_dicom_seg",
     "write_image",
+    "write_volume_report",
 ]
