@@ -45,8 +45,8 @@ def _cli(*args) -> list[str]:
 
 
 @pytest.mark.slow
-def test_ctrl_c_to_the_process_group_prints_one_line_and_the_rerun_resumes(cohort, tmp_path):
-    out = tmp_path / "out"
+def _interrupt_mid_run(cohort, out):
+    """Start `extract --workers 2`, send SIGINT to its process group once a case is done; (returncode, stderr)."""
     process = subprocess.Popen(_cli("extract", cohort, "--out", out, "--workers", "2"), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -61,7 +61,19 @@ def test_ctrl_c_to_the_process_group_prints_one_line_and_the_rerun_resumes(cohor
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    assert process.returncode == 130, stderr
+    return process.returncode, stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_the_process_group_prints_one_line_and_the_rerun_resumes(cohort, tmp_path):
+    # On a busy machine this test process may be starved until the run has finished every case: the
+    # interrupt then lands on nothing (exit 0).  That lost race is tried again, up to three times.
+    for attempt in range(3):
+        out = tmp_path / f"out{attempt}"
+        returncode, stderr = _interrupt_mid_run(cohort, out)
+        if not (returncode == 0 and len(list(out.glob("cases/*/case.json"))) == N_PATIENTS):
+            break
+    assert returncode == 130, stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) <= 2, stderr  # the progress bar's last state and the interruption
     assert "Traceback" not in stderr and "leaked" not in stderr, stderr
