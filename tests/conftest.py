@@ -44,3 +44,35 @@ def synthetic_run(synthetic_cohort, tmp_path_factory):
     out = tmp_path_factory.getbasetemp() / "pipeline-run"
     settings = RunSettings(workers=1, groups=("rad", "clin"), seed=PIPELINE_SEED, **PIPELINE_QUICK)
     return out, run_protocol(synthetic_cohort, out, settings, progress=False)
+
+
+# --- a small synthetic DICOM CT series (tests/test_dicom_seg.py, tests/test_dicom_sr.py) ----------------------
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    """A synthetic head CT written as a DICOM series; its CT as read back, and the truth mask on that grid."""
+    import numpy as np
+    import SimpleITK as sitk
+    from test_dicom_seg import _positions
+    from test_io import write_ct_series
+
+    from hematoma.io import read_image
+    from hematoma.io.arrays import array_to_image
+    from hematoma.synthetic import make_head_ct
+
+    folder = tmp_path_factory.mktemp("series") / "ct"
+    ct, truth = make_head_ct(size="small")
+    hu = np.clip(sitk.GetArrayFromImage(ct), -1024, 3071)
+    write_ct_series(folder, hu, _positions(ct), pixel_spacing=ct.GetSpacing()[1::-1], thickness=ct.GetSpacing()[2])
+    read = read_image(folder)
+    return folder, read, array_to_image(sitk.GetArrayFromImage(truth), read)
+
+
+@pytest.fixture(scope="module")
+def seg_file(series, tmp_path_factory):
+    """The truth mask of ``series`` as a DICOM SEG."""
+    from hematoma.io import write_dicom_seg
+
+    folder, _, truth = series
+    return write_dicom_seg(truth, folder, tmp_path_factory.mktemp("out") / "truth.dcm")

@@ -20,8 +20,6 @@ from hematoma.io import (
     write_dicom_seg,
     write_image,
 )
-from hematoma.io.arrays import array_to_image
-from hematoma.synthetic import make_head_ct
 from hematoma.volume import mask_volume_ml
 
 runner = CliRunner()
@@ -31,23 +29,6 @@ def _positions(ct: sitk.Image, count: int | None = None, step: float | None = No
     x, y, z = ct.GetOrigin()
     step = ct.GetSpacing()[2] if step is None else step
     return [(x, y, z + step * k) for k in range(count or ct.GetSize()[2])]
-
-
-@pytest.fixture(scope="module")
-def series(tmp_path_factory):
-    """A synthetic head CT written as a DICOM series; its CT as read back, and the truth mask on that grid."""
-    folder = tmp_path_factory.mktemp("seg") / "ct"
-    ct, truth = make_head_ct(size="small")
-    hu = np.clip(sitk.GetArrayFromImage(ct), -1024, 3071)
-    write_ct_series(folder, hu, _positions(ct), pixel_spacing=ct.GetSpacing()[1::-1], thickness=ct.GetSpacing()[2])
-    read = read_image(folder)
-    return folder, read, array_to_image(sitk.GetArrayFromImage(truth), read)
-
-
-@pytest.fixture(scope="module")
-def seg_file(series, tmp_path_factory):
-    folder, _, truth = series
-    return write_dicom_seg(truth, folder, tmp_path_factory.mktemp("out") / "truth.dcm")
 
 
 def test_seg_read_back_equals_the_mask_voxel_for_voxel(series, seg_file):

@@ -9,37 +9,16 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-import SimpleITK as sitk
 from pydicom.sr.codedict import codes
-from test_dicom_seg import _positions
 from test_io import write_ct_series
 from typer.testing import CliRunner
 
 from hematoma.cli import app
 from hematoma.errors import InputError
-from hematoma.io import read_image, read_mask, write_dicom_seg, write_volume_report
-from hematoma.io.arrays import array_to_image
-from hematoma.synthetic import make_head_ct
+from hematoma.io import read_mask, write_volume_report
 from hematoma.volume import mask_volume_ml
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def series(tmp_path_factory):
-    """A synthetic head CT written as a DICOM series; its CT as read back, and the truth mask on that grid."""
-    folder = tmp_path_factory.mktemp("sr") / "ct"
-    ct, truth = make_head_ct(size="small")
-    hu = np.clip(sitk.GetArrayFromImage(ct), -1024, 3071)
-    write_ct_series(folder, hu, _positions(ct), pixel_spacing=ct.GetSpacing()[1::-1], thickness=ct.GetSpacing()[2])
-    read = read_image(folder)
-    return folder, read, array_to_image(sitk.GetArrayFromImage(truth), read)
-
-
-@pytest.fixture(scope="module")
-def seg_file(series, tmp_path_factory):
-    folder, _, truth = series
-    return write_dicom_seg(truth, folder, tmp_path_factory.mktemp("out") / "truth.dcm")
 
 
 def _groups(sr) -> list:
