@@ -35,14 +35,14 @@ CT_PHANTOM = DATA / "ibsi1_ct_phantom"
 
 
 def write_ct_series(folder: Path, hu: np.ndarray, positions, pixel_spacing=(0.5, 0.5), series_uid=None,
-                    names=None, thickness=5.0) -> str:
+                    names=None, thickness=5.0, study_uid=None, patient_id="test") -> str:
     """Write ``hu`` (z, y, x) as a CT series, slice k at ``positions[k]``; returns the SeriesInstanceUID.
 
     Stored values are unsigned 12-bit with RescaleSlope 1 / RescaleIntercept -1024, like most scanners.
     """
     folder.mkdir(parents=True, exist_ok=True)
     series_uid = series_uid or generate_uid()
-    study_uid, frame_uid = generate_uid(), generate_uid()
+    study_uid, frame_uid = study_uid or generate_uid(), generate_uid()
     names = names or [f"slice{k:03d}.dcm" for k in range(len(hu))]
     for k, (plane, position, name) in enumerate(zip(hu, positions, names)):
         sop_uid = generate_uid()
@@ -53,7 +53,7 @@ def write_ct_series(folder: Path, hu: np.ndarray, positions, pixel_spacing=(0.5,
         ds = Dataset()
         ds.file_meta = meta
         ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = CTImageStorage, sop_uid, "CT"
-        ds.PatientID, ds.PatientName = "test", "Test^Patient"
+        ds.PatientID, ds.PatientName = patient_id, "Test^Patient"
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
         ds.SeriesNumber, ds.InstanceNumber = 1, k + 1
         ds.ImagePositionPatient = [float(v) for v in position]

@@ -75,9 +75,9 @@ def _main(
 
 
 def _register_commands() -> None:
-    from .commands import basic, cnn, demo, extract, modeling, segment, synth
+    from .commands import basic, cnn, demo, extract, modeling, pacs, segment, synth
 
-    for module in (basic, synth, segment, extract, cnn, modeling, demo):
+    for module in (basic, synth, segment, extract, cnn, modeling, pacs, demo):
         module.register(app)
 
 

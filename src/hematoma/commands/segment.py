@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from .pacs import AUTH_FILE, CA_BUNDLE, CLIENT_CERT, INSECURE, SERVER
 
 console = Console()
 
@@ -38,6 +39,12 @@ def segment(
     blood: str = typer.Option("blood", "--blood", help=BLOOD_HELP),
     series: Optional[str] = typer.Option(None, "--series", help="For a DICOM folder holding several series: the SeriesInstanceUID to read."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    push: bool = typer.Option(False, "--push", help="Also store the SEG (and the SR) on the DICOMweb server of --server."),
+    server: Optional[str] = SERVER,
+    auth_file: Optional[Path] = AUTH_FILE,
+    ca_bundle: Optional[Path] = CA_BUNDLE,
+    insecure: bool = INSECURE,
+    client_cert: Optional[Path] = CLIENT_CERT,
 ) -> None:
     """Segment the hemorrhage of CT, write the mask and print its volume in mL."""
     from ..errors import InputError
@@ -66,6 +73,13 @@ def segment(
                              "(a DICOM CT's SEG)")
     if sr is not None and not sr.name.lower().endswith(DICOM_SUFFIXES):
         raise InputError(sr, "a DICOM SR is a DICOM file: name it .dcm")
+    if push and not as_seg:
+        raise InputError(out, "--push stores a DICOM SEG: give --out a .dcm (a DICOM CT's SEG)")
+    connection = None
+    if push:
+        from .pacs import server_from
+
+        connection = server_from(server, auth_file, ca_bundle, insecure, client_cert)
     refuse_clashes({"--out": out, "--overlay": overlay, "--sr": sr}, {"CT": ct})
     refuse_overwrite(out, overwrite)
     if sr is not None:
@@ -101,6 +115,12 @@ def segment(
     console.print(f"hemorrhage volume {mask_volume_ml(mask):.2f} mL ({result.method}) -> {out}"
                   + (f", report -> {sr}" if sr is not None else ""), highlight=False)
     _print_columns(result)
+    if connection is not None:
+        from ..pacs import push_files
+
+        stored = push_files(connection, [out] + ([sr] if sr is not None else []))
+        console.print(f"stored {len(stored)} object{'s' if len(stored) != 1 else ''} on {connection.url}",
+                      highlight=False)
 
 
 def _print_columns(result) -> None:
