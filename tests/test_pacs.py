@@ -148,6 +148,53 @@ def _sr_volume(report) -> float:
     return values[0]
 
 
+def test_predict_writes_and_pushes_seg_and_sr_with_the_probability(credentials, studies, synthetic_run, tmp_path):
+    """`predict --seg --sr --push` on a pulled study: the server holds a SEG and an SR whose HE probability is the
+    printed one."""
+    import re
+
+    from dicomweb_client import DICOMwebClient
+
+    from hematoma.io.dicom_sr import HE_PROBABILITY
+
+    out = tmp_path / "pulled"
+    assert runner.invoke(app, ["pacs", "pull", "--study", studies["P2b"], "--out", str(out)]).exit_code == 0
+    series_folder = out / (out / "manifest.csv").read_text().splitlines()[1].split(",")[1]
+    seg, sr = tmp_path / "p.dcm", tmp_path / "p_sr.dcm"
+    model = synthetic_run[0] / "model"
+    result = runner.invoke(app, ["predict", str(model), "--ct", str(series_folder), "--overlay", str(tmp_path / "o.png"),
+                                 "--seg", str(seg), "--sr", str(sr), "--push"])
+    assert result.exit_code == 0, result.output
+    printed = float(re.search(r"probability of HE ([0-9.]+)", result.output).group(1))
+    client = DICOMwebClient(credentials.dicomweb, session=_session(credentials))
+    (found,) = client.search_for_series(study_instance_uid=studies["P2b"], search_filters={"Modality": "SR"})
+    (report,) = client.retrieve_series(studies["P2b"], found["0020000E"]["Value"][0])
+    probabilities = []
+
+    def walk(items):
+        for item in items:
+            if item.get("ValueType") == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == HE_PROBABILITY[0]:
+                probabilities.append(float(item.MeasuredValueSequence[0].NumericValue))
+            walk(item.get("ContentSequence", []))
+
+    walk(report.ContentSequence)
+    assert probabilities and probabilities[0] == pytest.approx(printed, abs=5e-4)
+
+
+def test_predict_refuses_dicom_outputs_that_cannot_work(tmp_path):
+    ct = tmp_path / "ct.nii.gz"
+    ct.write_bytes(b"")
+    model = tmp_path / "model"
+    cases = [(["--sr", str(tmp_path / "r.dcm")], "give --seg too"),
+             (["--push"], "--push stores the DICOM SEG"),
+             (["--seg", str(tmp_path / "s.nii.gz")], "name it .dcm"),
+             (["--seg", str(tmp_path / "s.dcm")], "is not DICOM")]
+    for options, message in cases:
+        result = runner.invoke(app, ["predict", str(model), "--ct", str(ct), "--overlay", str(tmp_path / "o.png"),
+                                     *options])
+        assert result.exit_code == 2 and message in result.output, (options, result.output)
+
+
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian: dicom3tools) is not installed")
 def test_pushed_seg_and_sr_pass_dciodvfy(credentials, studies, tmp_path):
     out = tmp_path / "pulled"

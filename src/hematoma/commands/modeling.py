@@ -10,6 +10,8 @@ from rich.console import Console
 
 from rich.markup import escape
 
+from .pacs import AUTH_FILE, CA_BUNDLE, CLIENT_CERT, INSECURE, SERVER
+
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
@@ -136,6 +138,14 @@ def predict(
     device: str = typer.Option("cpu", "--device", help="Device for the CNN: cpu, cuda or auto."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --overlay / --report files."),
     allow_version_mismatch: bool = typer.Option(False, "--allow-version-mismatch", help=_VERSIONS_HELP),
+    seg: Optional[Path] = typer.Option(None, "--seg", help="Also write the segmented hematoma as a DICOM SEG (.dcm) of a DICOM CT's slices."),
+    sr: Optional[Path] = typer.Option(None, "--sr", help="Also write a DICOM SR (.dcm, TID 1500): volume, HE probability and class, referencing --seg."),
+    push: bool = typer.Option(False, "--push", help="Also store the SEG and SR on the DICOMweb server of --server."),
+    server: Optional[str] = SERVER,
+    auth_file: Optional[Path] = AUTH_FILE,
+    ca_bundle: Optional[Path] = CA_BUNDLE,
+    insecure: bool = INSECURE,
+    client_cert: Optional[Path] = CLIENT_CERT,
 ) -> None:
     """Predict hematoma expansion for one patient: probability, class, overlay figure (and a report)."""
     from ..errors import InputError
@@ -146,13 +156,14 @@ def predict(
     if clinical is not None and set_values:
         raise InputError(None, "give the clinical values either as --clinical FILE or as --set name=value, not both")
     overlay = overlay or Path(f"{_stem(ct)}_overlay.png")
-    refuse_clashes({"--overlay": overlay, "--report": report},
+    refuse_clashes({"--overlay": overlay, "--report": report, "--seg": seg, "--sr": sr},
                    {"CT": ct, "--mask": mask, "--clinical": clinical, "model": model})
     refuse_suffix("--overlay", overlay, (".png",))
     refuse_suffix("--report", report, (".html", ".htm"))
-    refuse_overwrite(overlay, overwrite)
-    if report is not None:
-        refuse_overwrite(report, overwrite)
+    connection = _check_dicom_outputs(ct, mask, seg, sr, push, (server, auth_file, ca_bundle, insecure, client_cert))
+    for path in (overlay, report, seg, sr):
+        if path is not None:
+            refuse_overwrite(path, overwrite)
     from ..segmentation.methods import SegmenterSettings, which_ran
 
     segmenter = None if method is None else SegmenterSettings(method, None if weights is None else str(weights), models, blood).check()
@@ -179,6 +190,57 @@ def predict(
     if report is not None:
         write_patient_report(prediction, report, overlay, predictor, overwrite=overwrite)
         console.print(f"report: {escape(str(report.resolve()))}", highlight=False)
+    if seg is not None:
+        _write_dicom_outputs(prediction, predictor, ct, series, seg, sr, connection, overwrite)
+
+
+def _check_dicom_outputs(ct: Path, mask, seg, sr, push: bool, server_options):
+    """Refuse DICOM SEG / SR / --push settings that cannot work, before any work; the server to push to, or None."""
+    from ..errors import InputError
+    from ..io.paths import DICOM_SUFFIXES, _is_dicom_file
+
+    if sr is not None and seg is None:
+        raise InputError(sr, "the DICOM SR references the DICOM SEG it measures: give --seg too")
+    if push and seg is None:
+        raise InputError(None, "--push stores the DICOM SEG (and SR): give --seg (and --sr)")
+    if seg is None:
+        return None
+    if mask is not None:
+        raise InputError(seg, "--seg writes the mask this tool segmented; with --mask the mask is yours already")
+    for name, path in (("--seg", seg), ("--sr", sr)):
+        if path is not None and not path.name.lower().endswith(DICOM_SUFFIXES):
+            raise InputError(path, f"{name} writes a DICOM file: name it .dcm")
+    if not (ct.is_dir() or _is_dicom_file(ct)):
+        raise InputError(seg, f"a DICOM SEG refers to the slices of a DICOM CT, and {ct} is not DICOM")
+    if not push:
+        return None
+    from .pacs import server_from
+
+    return server_from(*server_options)
+
+
+def _write_dicom_outputs(prediction, predictor, ct: Path, series, seg: Path, sr, connection, overwrite: bool) -> None:
+    from ..io.dicom_seg import seg_source, write_dicom_seg
+
+    method = predictor.segmenter.method if predictor.segmenter is not None else "rules"
+    slices = seg_source(prediction.ct, ct, series)
+    write_dicom_seg(prediction.mask, slices, seg, algorithm=method, overwrite=overwrite)
+    console.print(f"DICOM SEG: {escape(str(seg.resolve()))}", highlight=False)
+    if sr is not None:
+        from ..io.dicom_sr import write_volume_report
+
+        features = prediction.features.iloc[0] if len(prediction.features) else {}
+        volumes = {"hematoma": prediction.volume_ml, "ivh": float(features.get("ivh_volume_ml", float("nan"))),
+                   "oedema": float(features.get("phe_volume_ml", float("nan")))}
+        write_volume_report(seg, slices, sr, volumes, {"probability": prediction.probability,
+                                                       "class": prediction.predicted}, overwrite=overwrite)
+        console.print(f"DICOM SR: {escape(str(sr.resolve()))}", highlight=False)
+    if connection is not None:
+        from ..pacs import push_files
+
+        stored = push_files(connection, [seg] + ([sr] if sr is not None else []))
+        console.print(f"stored {len(stored)} object{'s' if len(stored) != 1 else ''} on {connection.url}",
+                      highlight=False)
 
 
 def run(

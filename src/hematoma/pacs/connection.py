@@ -77,7 +77,6 @@ class PacsServer:
 
     def client(self):
         """A dicomweb-client over a session with this server's credentials and TLS settings."""
-        import requests
         from dicomweb_client import DICOMwebClient
 
         session = _session_class()()
