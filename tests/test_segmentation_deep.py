@@ -350,3 +350,30 @@ def test_the_commands_blood_default_is_the_library_default():
 
     for command in (segment.segment, extract.extract, modeling.predict, modeling.run):
         assert inspect.signature(command).parameters["blood"].default.default == DEFAULT_BLOOD
+
+
+def test_deep_seg_has_the_ivh_and_oedema_segments_of_the_network(crop, segmenter, tmp_path):
+    """`segment --method deep --out x.dcm`: one SEG segment per structure, each read back equal to the network's
+    class on the CT's grid."""
+    import pydicom
+    from test_dicom_seg import _positions
+    from test_io import write_ct_series
+
+    from hematoma.io import read_dicom_seg, read_image
+
+    path, _ = crop
+    ct = sitk.ReadImage(str(path))
+    folder = tmp_path / "ct"
+    write_ct_series(folder, np.clip(sitk.GetArrayFromImage(ct), -1024, 3071), _positions(ct),
+                    pixel_spacing=ct.GetSpacing()[1::-1], thickness=ct.GetSpacing()[2])
+    out = tmp_path / "seg.dcm"
+    result = runner.invoke(app, ["segment", str(folder), "--out", str(out), "--method", "deep", "--weights", str(WEIGHTS)])
+    assert result.exit_code == 0, result.output
+    labels = [item.SegmentLabel for item in pydicom.dcmread(out).SegmentSequence]
+    assert labels == ["hematoma", "intraventricular blood", "perihematomal oedema"]
+    image = read_image(folder)
+    classes = sitk.GetArrayFromImage(segmenter.segment(image).labels)
+    assert (classes == 3).sum() > 0, "the network found no oedema: the test would prove nothing"
+    for label, index in (("intraventricular blood", 4), ("perihematomal oedema", 3)):
+        back = sitk.GetArrayFromImage(read_dicom_seg(out, reference=image, segment=label)) > 0
+        assert np.array_equal(back, classes == index), label

@@ -101,7 +101,8 @@ def segment(
     if as_seg:
         from ..io.dicom_seg import write_dicom_seg
 
-        write_dicom_seg(mask, seg_slices, out, algorithm=result.method, overwrite=overwrite)
+        write_dicom_seg({"hematoma": mask, **result.structures}, seg_slices, out, algorithm=result.method,
+                        overwrite=overwrite)
         if sr is not None:
             from ..io.dicom_sr import write_volume_report
 

@@ -65,6 +65,12 @@ class DeepSegmentation:
         mask.CopyInformation(self.labels)
         return mask
 
+    def class_mask(self, name: str) -> sitk.Image:
+        """UInt8 0/1 mask of one class of ``CLASS_NAMES`` (e.g. "ivh", "oedema")."""
+        mask = sitk.GetImageFromArray((sitk.GetArrayViewFromImage(self.labels) == CLASS_NAMES.index(name)).astype(np.uint8))
+        mask.CopyInformation(self.labels)
+        return mask
+
     def volumes_ml(self) -> dict[str, float]:
         """Volume of each class in mL, on the input's grid."""
         counts = np.bincount(sitk.GetArrayViewFromImage(self.labels).ravel(), minlength=len(CLASS_NAMES))

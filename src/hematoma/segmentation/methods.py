@@ -135,6 +135,9 @@ class SegmentationResult:
     method: str  # what made the mask: "rules", "deep", or "both: rules" / "both: deep"
     columns: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # Other structures the segmenter outlined, by hematoma.io.dicom_seg.STRUCTURES name ("ivh", "oedema": BLAST-CT's
+    # classes 4 and 3), for a DICOM SEG with one segment each; empty for the rules.
+    structures: dict[str, sitk.Image] = field(default_factory=dict)
 
 
 def segment_with(image: sitk.Image, settings: SegmenterSettings, model=None, source: str | Path | None = None) -> SegmentationResult:
@@ -149,9 +152,11 @@ def segment_with(image: sitk.Image, settings: SegmenterSettings, model=None, sou
     deep_mask = deep.mask(settings.blood)
     volumes = deep.volumes_ml()
     columns.update(ivh_volume_ml=volumes["ivh"], phe_volume_ml=volumes["oedema"])
-    if method == "deep":
-        return SegmentationResult(deep_mask, "deep", columns)
-    return _combine(image, deep_mask, settings, model, source, columns)
+    structures = {name: deep.class_mask(name) for name in ("ivh", "oedema")}
+    result = SegmentationResult(deep_mask, "deep", columns) if method == "deep" else \
+        _combine(image, deep_mask, settings, model, source, columns)
+    result.structures = structures
+    return result
 
 
 def _combine(image, deep_mask, settings, model, source, columns) -> SegmentationResult:
