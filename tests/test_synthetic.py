@@ -233,8 +233,9 @@ def test_cli_writes_manifest_truth_and_oracle(tmp_path):
         assert all((out / p).is_file() for p in manifest[column])
 
     truth = pd.read_csv(out / "truth.csv")
-    assert list(truth.columns) == ["patient_id", "true_p", "he", "baseline_volume_ml", "followup_volume_ml",
-                                   "location", "irregularity", "heterogeneity"]
+    assert list(truth.columns[:8]) == ["patient_id", "true_p", "he", "baseline_volume_ml", "followup_volume_ml",
+                                       "location", "irregularity", "heterogeneity"]
+    assert all(c.startswith("truth_sign_") for c in truth.columns[8:])
     for row, paths in zip(truth.itertuples(), manifest.itertuples()):
         baseline = sitk.ReadImage(str(out / paths.baseline_mask))
         followup = sitk.ReadImage(str(out / paths.followup_mask))

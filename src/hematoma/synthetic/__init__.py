@@ -5,6 +5,8 @@ of the same head, ground-truth hematoma masks of both, the clinical variables
 of the paper's Table 1 and the truth (HE probability and label).  See
 :mod:`.clinical` for the distributions and the generative risk model,
 :mod:`.phantom` for the anatomy and :mod:`.lesion` for the hematoma;
+:mod:`.signs` draws the NCCT signs of expansion and :mod:`.sign_rendering`
+paints them with their truth (``truth["signs"]``);
 :mod:`.variants` renders the heads that defeat brain extraction on real CT
 (skull gaps, thin bone, tilt, a head holder, skull-base and vertex slices)
 with their truth.
@@ -25,6 +27,7 @@ from .patient import (
     place_lesions,
     synthesize_patient,
 )
+from .signs import GRADE_NAMES, SIGN_NAMES, SignPlan, sample_signs
 from .variants import (
     Variant,
     VariantScan,
@@ -39,10 +42,13 @@ from .variants import (
 __all__ = [
     "CLINICAL_COLUMNS",
     "GENERATOR_VERSION",
+    "GRADE_NAMES",
     "LOCATIONS",
     "LOCATION_FREQUENCIES",
     "RISK_COEFFICIENTS",
+    "SIGN_NAMES",
     "GeneratorError",
+    "SignPlan",
     "SyntheticPatient",
     "Variant",
     "VariantScan",
@@ -52,6 +58,7 @@ __all__ = [
     "make_variant_ct",
     "place_lesions",
     "sample_clinical_and_risk",
+    "sample_signs",
     "skull_base_slices",
     "slices_without_brain",
     "synthesize_patient",

@@ -192,7 +192,7 @@ def risk_logit(traits: dict, clinical: dict, latent: float, coefficients: RiskCo
     )
 
 
-STREAMS: tuple[str, ...] = ("risk", "anatomy", "lesion", "pose", "noise_baseline", "noise_followup")
+STREAMS: tuple[str, ...] = ("risk", "anatomy", "lesion", "pose", "noise_baseline", "noise_followup", "signs")
 
 
 def patient_stream(seed: int, index: int, name: str) -> np.random.Generator:

@@ -5,7 +5,9 @@ Layout of ``out_dir``::
     manifest.csv            patient_id, baseline_ct, followup_ct, baseline_mask, followup_mask,
                             then the clinical columns (relative paths; no label, no truth)
     truth.csv               patient_id, true_p, he, baseline_volume_ml, followup_volume_ml,
-                            location, irregularity, heterogeneity
+                            location, irregularity, heterogeneity, then the baseline's NCCT
+                            signs, flat: truth_sign_hypodensity ... truth_sign_barras_density
+                            and their measurements (SIGN_TRUTH_COLUMNS)
     oracle.json             oracle AUC (true P vs realised HE), HE rate, volume quartiles, n, seed, ...
     synthetic_settings.json seed, size, generator version and the variant, if any (what a rerun must match)
     images/P0001_baseline.nii.gz, images/P0001_followup.nii.gz
@@ -39,13 +41,19 @@ from ..errors import HematomaError, InputError
 from ..storage import atomic_path, write_json, write_text
 from .clinical import CLINICAL_COLUMNS
 from .patient import GeneratorError, check_size, patient_id, synthesize_patient
+from .signs import GRADE_NAMES, SIGN_NAMES
 from .variants import Variant, synthesize_variant_patient
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"  # 1.1: NCCT signs rendered with their truth (signs.py, sign_rendering.py)
 SETTINGS_FILE = "synthetic_settings.json"
 HE_DEFINITION = "6ml-or-33pct"
 TRUTH_COLUMNS = ("patient_id", "true_p", "he", "baseline_volume_ml", "followup_volume_ml", "location",
                  "irregularity", "heterogeneity")
+# The baseline scan's NCCT signs (hematoma.synthetic.sign_rendering), flat: truth_sign_<name>.
+SIGN_TRUTH_KEYS = SIGN_NAMES + GRADE_NAMES + (
+    "hypodense_contrast_hu", "hypodense_volume_ml", "blend_contrast_hu", "fluid_level_contrast_hu", "swirl_region_hu",
+    "n_islands", "n_satellites", "hypodense_fraction", "main_solidity")
+SIGN_TRUTH_COLUMNS = tuple(f"truth_sign_{name}" for name in SIGN_TRUTH_KEYS)
 PATH_COLUMNS = ("baseline_ct", "followup_ct", "baseline_mask", "followup_mask")
 # What generate_cohort owns in out_dir (and what --overwrite may delete).
 _OWNED = ("manifest.csv", "truth.csv", "oracle.json", SETTINGS_FILE, "images", "masks", "records")
@@ -253,8 +261,14 @@ def generate_cohort(out_dir: str | Path, n_patients: int, seed: int = 0, size: s
 
 
 def _progress_bar(enabled: bool):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled)
@@ -308,8 +322,15 @@ def _write_manifest(path: Path, records: list[dict]) -> None:
 
 
 def _write_truth(path: Path, records: list[dict]) -> None:
-    rows = [[_round(r["truth"][c]) for c in TRUTH_COLUMNS] for r in records]
-    write_text(path, _csv_text(TRUTH_COLUMNS, rows))
+    header = TRUTH_COLUMNS + SIGN_TRUTH_COLUMNS
+    rows = [[_round(r["truth"][c]) for c in TRUTH_COLUMNS] + _sign_cells(r["truth"]) for r in records]
+    write_text(path, _csv_text(header, rows))
+
+
+def _sign_cells(truth: dict) -> list:
+    """The flat ``truth_sign_<name>`` cells of a record (blank for records written before signs existed)."""
+    signs = truth.get("signs") or {}
+    return [_round(signs.get(name)) for name in SIGN_TRUTH_KEYS]
 
 
 def _round(value):

@@ -14,9 +14,13 @@ smallest value of ``rho`` so that the mask holds exactly ``k = volume /
 voxel volume`` voxels: the truth volume is the nominal one to one voxel.
 The follow-up adds growth lobes (HE) and a new threshold.
 
-Density: 50-90 HU clot with hypodense islands (blend / black-hole signs) whose
-extent and depth grow with heterogeneity, a fine clot texture, and a
-hypodense (~15-25 HU) edema rim.  Partial volume: along z (5 mm slices) the
+Density: a homogeneous 58-82 HU clot with a fine texture (1-2.5 HU, growing
+with heterogeneity) and a hypodense (~15-25 HU) edema rim; the NCCT signs
+(hypodense regions, blend, swirl, fluid level, islands and satellites) are
+painted only where the patient's :class:`~.signs.SignPlan` asks for them
+(:mod:`.sign_rendering`), so a clot without a density sign holds no hypodense
+region.  Separate small bleeds count in the volume: the main clot's threshold
+is set for k minus their voxels.  Partial volume: along z (5 mm slices) the
 lesion's weight is averaged over three sub-slices.
 """
 
@@ -29,8 +33,16 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .phantom import SLICE_MM, HeadAnatomy, RenderedHead, in_posterior_fossa, ventricle_radius
+from .phantom import (
+    SLICE_MM,
+    HeadAnatomy,
+    RenderedHead,
+    in_posterior_fossa,
+    ventricle_radius,
+)
 from .scanner import Pose
+from .sign_rendering import paint_density_signs, place_separate_bleeds, sign_truth
+from .signs import SignPlan
 
 _LATTICE = 25  # noise lattice points per axis over q in [-3, 3]
 _Q_EXTENT = 3.0
@@ -54,7 +66,7 @@ class Hematoma:
     noise_seed: int
     growth_lobes: tuple[tuple[tuple[float, float, float], float], ...] = field(default=())
 
-    def with_growth(self, lobes, edema_mm: float) -> "Hematoma":
+    def with_growth(self, lobes, edema_mm: float) -> Hematoma:
         return replace(self, growth_lobes=tuple(lobes), edema_mm=edema_mm)
 
 
@@ -268,28 +280,65 @@ class _LesionField:
 
 
 def render_hematoma(image: np.ndarray, reference: sitk.Image, pose: Pose, head: RenderedHead,
-                    hematoma: Hematoma, volume_ml: float, wide: bool = False) -> np.ndarray:
+                    hematoma: Hematoma, volume_ml: float, wide: bool = False, signs: SignPlan | None = None,
+                    truth: dict | None = None) -> np.ndarray:
     """Paint the hematoma (and its edema) into the scan ``image`` (in place); return its uint8 mask.
 
     ``volume_ml`` is met to one voxel: the threshold of ``rho`` is the k-th
-    smallest value over the voxels where blood may be.  On fine grids the
+    smallest value over the voxels where blood may be (k minus the voxels of
+    the separate small bleeds when ``signs`` asks for some).  On fine grids the
     shape is first located on a coarse sub-grid (every ~1.8 mm in-plane),
     then evaluated at every voxel of its tight box only.  ``wide``: see
-    :func:`fit_hematoma`.  Raises :class:`LesionDoesNotFit`.
+    :func:`fit_hematoma`.  ``signs``: the NCCT signs to paint (None: a
+    homogeneous clot); their truth (:mod:`.sign_rendering`) is written into
+    ``truth`` when given.  Raises :class:`LesionDoesNotFit`.
     """
     field, allowed, threshold, box = fit_hematoma(reference, pose, head, hematoma, volume_ml, image.shape, wide)
+    signs = signs or SignPlan()
+    bleeds = []
+    if signs.separate_radii_mm:
+        n_voxels = int((field.rho[allowed] <= threshold).sum())
+        main = np.zeros(field.rho.size, dtype=bool)
+        main[allowed[field.rho[allowed] <= threshold]] = True
+        bleeds = place_separate_bleeds(main.reshape(field.box.shape), box, image.shape, field.box.spacing, signs,
+                                       lambda where: _blood_allowed(reference, pose, head, hematoma, where),
+                                       (-SLICE_MM / 3.0, 0.0, SLICE_MM / 3.0))
+        taken = sum(int(m.sum()) for _, m, _ in bleeds)
+        if bleeds and taken < 0.3 * n_voxels:
+            threshold = np.partition(field.rho[allowed], n_voxels - taken - 1)[n_voxels - taken - 1]
+        else:
+            bleeds = []
     box_mask = np.zeros(field.rho.size, dtype=bool)
     box_mask[allowed[field.rho[allowed] <= threshold]] = True
 
     weight, lesion_hu, edema = _appearance(field, reference, pose, threshold, box_mask)
+    shape3 = field.box.shape
+    hu3 = lesion_hu.reshape(shape3)
+    painted = paint_density_signs(hu3, box_mask.reshape(shape3), weight.reshape(shape3) > 0, field.box.spacing,
+                                  field.box.origin, hematoma.density_hu, signs)
+    lesion_hu = hu3.reshape(-1)
     region = image[box].reshape(-1)
     edema *= np.clip((region - 12.0) / 8.0, 0.0, 1.0) * np.clip((70.0 - region) / 10.0, 0.0, 1.0)  # brain only
     region += edema * (hematoma.edema_hu - region)
     region += weight * (lesion_hu - region)
-    image[box] = region.reshape(field.box.shape)
+    image[box] = region.reshape(shape3)
     mask = np.zeros(image.shape, dtype=np.uint8)
-    mask[box] = box_mask.reshape(field.box.shape)
+    mask[box] = box_mask.reshape(shape3)
+    for where, bleed_mask, bleed_weight in bleeds:
+        patch = image[where]
+        patch += bleed_weight * (np.float32(hematoma.density_hu) - patch)
+        mask[where][bleed_mask] = 1
+    if truth is not None:
+        truth.update(sign_truth(painted, bleeds, box_mask.reshape(shape3), field.box.spacing))
     return mask
+
+
+def _blood_allowed(reference: sitk.Image, pose: Pose, head: RenderedHead, hematoma: Hematoma, where) -> np.ndarray:
+    """Where blood may be (:func:`_may_bleed`) on an image box (z, y, x slices), as a bool array of its shape."""
+    small = _Box(reference, pose, hematoma, where)
+    points = small.coordinates(small.to_head)
+    depth = small.resample(head.depth, small.to_head, -100.0)
+    return _may_bleed(hematoma, head.anatomy, points, depth).reshape(small.shape)
 
 
 def fit_hematoma(reference: sitk.Image, pose: Pose, head: RenderedHead, hematoma: Hematoma, volume_ml: float,
@@ -307,11 +356,11 @@ def fit_hematoma(reference: sitk.Image, pose: Pose, head: RenderedHead, hematoma
     Raises :class:`LesionDoesNotFit` when the box never holds k allowed voxels.
     """
     spacing = np.asarray(reference.GetSpacing())
-    n_voxels = max(int(round(volume_ml * 1000.0 / float(np.prod(spacing)))), 1)
+    n_voxels = max(round(volume_ml * 1000.0 / float(np.prod(spacing))), 1)
     lattices = _noise_lattices(hematoma)
     edema_rho = hematoma.edema_mm / float(np.mean(hematoma.radii_mm))
     reach = 1.8 * max(hematoma.radii_mm) * max(volume_ml / hematoma_volume_hint(hematoma), 1.0) ** (1 / 3) + 6.0
-    stride = max(1, int(round(1.8 / spacing[0])))
+    stride = max(1, round(1.8 / spacing[0]))
     previous = None
     for _ in range(6):
         box = _index_box(reference, pose, hematoma.centre_mm, reach, shape)
@@ -382,15 +431,12 @@ def _appearance(field: _LesionField, reference, pose, threshold, box_mask):
             sub *= _may_bleed(hematoma, field.head.anatomy, sub_field.points[:, band], sub_field.depth[band])
             total += sub
         weight[band] = total / 3.0
-    # Clot density where there is clot: hypodense islands (blend / black-hole signs), fine texture.
+    # Clot density where there is clot: a fine texture only (the signs are painted by the caller).
     clot = np.flatnonzero(weight > 0)
     lesion_hu = np.full(weight.shape, hematoma.density_hu, dtype=np.float32)
     if clot.size:
-        h = hematoma.heterogeneity
-        island_noise = field.box.resample(field.lattices[1], field.box.to_lesion, 0.0, True)[clot]
         texture = field.box.resample(field.lattices[2], field.box.to_lesion, 0.0, True)[clot]
-        islands = np.clip((island_noise - (1.6 - 1.3 * h)) / 0.3, 0.0, 1.0)
-        lesion_hu[clot] += (1.5 + 3.0 * h) * texture - (12.0 + 24.0 * h) * islands
+        lesion_hu[clot] += np.float32(1.0 + 1.5 * hematoma.heterogeneity) * texture
     # Edema: from the clot's edge out to ``edema_mm``, fading; not across the falx.
     edema_rho = hematoma.edema_mm / radius
     edema = np.clip((threshold + edema_rho - field.rho) / edema_rho, 0.0, 1.0) ** 0.7

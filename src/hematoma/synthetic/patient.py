@@ -25,10 +25,16 @@ import SimpleITK as sitk
 
 from ..errors import HematomaError, InputError
 from .clinical import LOCATIONS, draw_patient_variables, patient_stream, redraw_stream
-from .lesion import LesionDoesNotFit, draw_growth, draw_hematoma, render_hematoma, smallest_growth_ratio
+from .lesion import (
+    LesionDoesNotFit,
+    draw_growth,
+    draw_hematoma,
+    render_hematoma,
+    smallest_growth_ratio,
+)
 from .phantom import SIZES, RenderedHead, draw_anatomy, render_head
 from .scanner import Pose, draw_pose, follow_up_pose, scan, scanner_reference
-
+from .signs import SignPlan, draw_signs, requested_plan, signs_stream
 
 REDRAWS = 3  # placement-and-shape re-draws at the drawn volume
 SHRINKS = 8  # then re-draws at SHRINK_FACTOR times the volume each, down to MIN_VOLUME_ML
@@ -70,13 +76,16 @@ def check_size(size: str) -> str:
 
 
 def _acquire_baseline(head, pose, hematoma, volume_ml: float, size: str, seed: int, index: int, noise_sd: float,
-                      notes: list[str]):
-    """The baseline scan: the fast placement search, then (noted) the whole-box one."""
+                      notes: list[str], signs: SignPlan | None = None, sign_truth: dict | None = None):
+    """The baseline scan (with the signs of ``signs``, their truth into ``sign_truth``): the fast placement
+    search, then (noted) the whole-box one."""
+    extra = {} if signs is None else {"signs": signs, "sign_truth": sign_truth}
     try:
-        return acquire(head, pose, hematoma, volume_ml, size, patient_stream(seed, index, "noise_baseline"), noise_sd)
+        return acquire(head, pose, hematoma, volume_ml, size, patient_stream(seed, index, "noise_baseline"), noise_sd,
+                       **extra)
     except LesionDoesNotFit:
         scans = acquire(head, pose, hematoma, volume_ml, size, patient_stream(seed, index, "noise_baseline"), noise_sd,
-                        wide=True)
+                        wide=True, **extra)
         notes.append(f"baseline: the {volume_ml:.1f} mL hematoma was placed by the whole-box search "
                      "(the fast search found too few brain voxels near its core)")
         return scans
@@ -121,12 +130,15 @@ def _lesion_tries(seed: int, index: int, anatomy, traits: dict, expands: bool):
 
 
 def place_lesions(head: RenderedHead, pose: Pose, later_pose: Pose, traits: dict, expands: bool, size: str,
-                  seed: int, index: int, noise_sd: float = 5.0) -> tuple[tuple[sitk.Image, ...], dict]:
+                  seed: int, index: int, noise_sd: float = 5.0,
+                  signs: SignPlan | None = None) -> tuple[tuple[sitk.Image, ...], dict]:
     """Baseline and follow-up scans with the patient's hematoma, re-drawn until it fits (module docstring).
 
     Returns ((baseline CT, baseline mask, follow-up CT, follow-up mask), log) where ``log`` holds
     ``redraws`` (how many times the lesion was re-drawn), ``redraw_reasons`` (why, and what changed,
     one line each) and ``placement_notes`` (smaller steps taken for the lesion that was kept).
+    ``signs``: the NCCT signs the baseline shows (None: a homogeneous clot); when given, ``log``
+    also holds ``signs``, the truth of what was rendered.  The follow-up clot is homogeneous.
     Raises :class:`GeneratorError` if nothing fits.
     """
     reasons: list[str] = []
@@ -139,14 +151,17 @@ def place_lesions(head: RenderedHead, pose: Pose, later_pose: Pose, traits: dict
                       f"{traits['nominal_volume_ml']:.1f} mL)")
             reasons.append(f"{error}; {change}")
         notes: list[str] = []
+        sign_truth: dict = {}
         try:
-            scans = _acquire_baseline(head, pose, hematoma, volume, size, seed, index, noise_sd, notes)
+            scans = _acquire_baseline(head, pose, hematoma, volume, size, seed, index, noise_sd, notes, signs,
+                                      sign_truth)
             scans += _acquire_followup(head, later_pose, grown, volume, ratio, expands, size, seed, index, noise_sd,
                                        notes)
         except LesionDoesNotFit as failure:
             error = failure
             continue
-        return scans, {"redraws": attempt, "redraw_reasons": reasons, "placement_notes": notes}
+        log = {"redraws": attempt, "redraw_reasons": reasons, "placement_notes": notes}
+        return scans, log if signs is None else {**log, "signs": sign_truth}
     raise GeneratorError(f"{patient_id(index)} of seed {seed} ({size}): the {traits['location']} hematoma did not fit "
                          f"in the brain in {1 + REDRAWS + SHRINKS} tries (last: {error}); please report this seed")
 
@@ -162,8 +177,9 @@ def synthesize_patient(index: int, seed: int = 0, size: str = "full") -> Synthet
     pose = draw_pose(pose_rng, anatomy)
     later_pose = follow_up_pose(pose_rng, pose)
     noise_sd = float(pose_rng.uniform(4.0, 6.0))  # scanner dose: same protocol for both scans
+    signs = draw_signs(signs_stream(seed, index), traits, draw["clinical"])
     (baseline_ct, baseline_mask, followup_ct, followup_mask), log = place_lesions(
-        head, pose, later_pose, traits, bool(draw["he"]), size, seed, index, noise_sd)
+        head, pose, later_pose, traits, bool(draw["he"]), size, seed, index, noise_sd, signs=signs)
     pid = patient_id(index)
     truth = {
         "patient_id": pid,
@@ -181,15 +197,17 @@ def synthesize_patient(index: int, seed: int = 0, size: str = "full") -> Synthet
 
 
 def acquire(head: RenderedHead, pose: Pose, hematoma, volume_ml: float, size: str,
-            noise_rng: np.random.Generator, noise_sd: float, wide: bool = False) -> tuple[sitk.Image, sitk.Image]:
+            noise_rng: np.random.Generator, noise_sd: float, wide: bool = False, signs: SignPlan | None = None,
+            sign_truth: dict | None = None) -> tuple[sitk.Image, sitk.Image]:
     """Scan the head in ``pose`` with the hematoma (None: none); return (CT int16 HU, mask UInt8).
 
     ``wide``: the whole-box placement search (:func:`~hematoma.synthetic.lesion.fit_hematoma`).
+    ``signs``: the NCCT signs to paint (None: a homogeneous clot); their truth goes into ``sign_truth``.
     """
     reference = scanner_reference(head.anatomy, pose, size)
     image = scan(head, reference, pose)
     if hematoma is not None and volume_ml > 0:
-        mask = render_hematoma(image, reference, pose, head, hematoma, volume_ml, wide)
+        mask = render_hematoma(image, reference, pose, head, hematoma, volume_ml, wide, signs, sign_truth)
     else:
         mask = np.zeros(image.shape, dtype=np.uint8)
     noise = noise_rng.standard_normal(image.shape, dtype=np.float32)
@@ -211,11 +229,16 @@ def mask_volume_ml(mask: sitk.Image) -> float:
 
 
 def make_head_ct(size: str = "small", seed: int = 0, hematoma_ml: float = 20.0, location: str = "basal_ganglia",
-                 irregularity: float = 0.3, heterogeneity: float = 0.3) -> tuple[sitk.Image, sitk.Image]:
+                 irregularity: float = 0.3, heterogeneity: float = 0.3, signs=None,
+                 sign_truth: dict | None = None) -> tuple[sitk.Image, sitk.Image]:
     """A head CT (int16 HU) and its hematoma mask (UInt8), for tests and examples.
 
     ``hematoma_ml=0`` gives a head without hemorrhage (an all-zero mask).
-    The mask holds ``hematoma_ml`` to one voxel.
+    The mask holds ``hematoma_ml`` to one voxel.  ``signs``: None draws the NCCT signs a cohort
+    patient with these traits could have (:func:`make_signs_plan`); an iterable of sign names
+    (:data:`~hematoma.synthetic.signs.SIGN_NAMES`, empty: a homogeneous clot) renders those;
+    a :class:`~hematoma.synthetic.signs.SignPlan` renders itself.  The truth of what was rendered
+    goes into ``sign_truth`` when given.
     """
     check_size(size)
     if location not in LOCATIONS:
@@ -228,11 +251,28 @@ def make_head_ct(size: str = "small", seed: int = 0, hematoma_ml: float = 20.0, 
     hematoma = None
     if hematoma_ml > 0:
         hematoma = draw_hematoma(patient_stream(seed, 0, "lesion"), anatomy, location, hematoma_ml, irregularity, heterogeneity)
+    plan = make_signs_plan(signs, seed, hematoma_ml, location, irregularity, heterogeneity)
     for wide in (False, True):
         try:
             return acquire(head, pose, hematoma, hematoma_ml, size, patient_stream(seed, 0, "noise_baseline"), 5.0,
-                           wide=wide)
+                           wide=wide, signs=plan, sign_truth=sign_truth)
         except LesionDoesNotFit:
             continue
     raise InputError(None, f"a {hematoma_ml:g} mL {location} hematoma does not fit in the brain of head {seed}; "
                            "choose a smaller hematoma_ml")
+
+
+def make_signs_plan(signs, seed: int, hematoma_ml: float, location: str, irregularity: float,
+                    heterogeneity: float) -> SignPlan:
+    """The :class:`SignPlan` of :func:`make_head_ct`: drawn (``signs=None``) as for a cohort patient with these
+    traits (no anticoagulation, CT at 3 h), named signs, or the plan given."""
+    if isinstance(signs, SignPlan):
+        return signs
+    if signs is None:
+        traits = {"nominal_volume_ml": max(hematoma_ml, 0.1), "location": location, "irregularity": irregularity,
+                  "heterogeneity": heterogeneity}
+        clinical = {"anticoagulation": 0, "inr": 1.0, "onset_to_ct_hours": 3.0}
+        return draw_signs(signs_stream(seed, 0), traits, clinical)
+    if isinstance(signs, str):
+        signs = (signs,)
+    return requested_plan(signs, seed)

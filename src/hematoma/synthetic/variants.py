@@ -58,12 +58,14 @@ from .patient import (
     SyntheticPatient,
     acquire,
     check_size,
+    make_signs_plan,
     mask_volume_ml,
     patient_id,
     place_lesions,
 )
 from .phantom import HU_AIR, HU_SCALP, RenderedHead, draw_anatomy, render_head
 from .scanner import Pose, draw_pose, follow_up_pose, scanner_reference
+from .signs import draw_signs, signs_stream
 
 HU_HOLDER = 300.0  # carbon-fibre composite (module docstring)
 HU_FOAM = -850.0  # polyurethane foam pad and table core
@@ -322,10 +324,10 @@ def _variant_stream(seed: int, index: int, scan: int) -> np.random.Generator:
 
 def make_variant_ct(variant: Variant | None = None, size: str = "small", seed: int = 0, hematoma_ml: float = 20.0,
                     location: str = "basal_ganglia", irregularity: float = 0.3,
-                    heterogeneity: float = 0.3) -> VariantScan:
+                    heterogeneity: float = 0.3, signs=None) -> VariantScan:
     """:func:`~hematoma.synthetic.make_head_ct`'s head with ``variant`` applied, and its truth.
 
-    The intact variant (the default) gives make_head_ct's CT and mask, voxel for voxel.
+    The intact variant (the default) gives make_head_ct's CT and mask, voxel for voxel (``signs``: as there).
     """
     variant = variant or Variant()
     check_size(size)
@@ -341,10 +343,11 @@ def make_variant_ct(variant: Variant | None = None, size: str = "small", seed: i
     if hematoma_ml > 0:
         hematoma = draw_hematoma(patient_stream(seed, 0, "lesion"), anatomy, location, hematoma_ml, irregularity,
                                  heterogeneity)
+    plan = make_signs_plan(signs, seed, hematoma_ml, location, irregularity, heterogeneity)
     for wide in (False, True):
         try:
             ct, mask = acquire(head, pose, hematoma, hematoma_ml, size, patient_stream(seed, 0, "noise_baseline"),
-                               5.0, wide=wide)
+                               5.0, wide=wide, signs=plan)
             break
         except LesionDoesNotFit:
             continue
@@ -374,8 +377,9 @@ def synthesize_variant_patient(index: int, seed: int = 0, size: str = "full",
     pose = alter_pose(draw_pose(pose_rng, anatomy), intact, variant)
     later_pose = follow_up_pose(pose_rng, pose)
     noise_sd = float(pose_rng.uniform(4.0, 6.0))
+    signs = draw_signs(signs_stream(seed, index), traits, draw["clinical"])
     (baseline_ct, baseline_mask, followup_ct, followup_mask), log = place_lesions(
-        head, pose, later_pose, traits, bool(draw["he"]), size, seed, index, noise_sd)
+        head, pose, later_pose, traits, bool(draw["he"]), size, seed, index, noise_sd, signs=signs)
     baseline_ct = alter_scan(baseline_ct, variant, _variant_stream(seed, index, 0), noise_sd)
     followup_ct = alter_scan(followup_ct, variant, _variant_stream(seed, index, 1), noise_sd)
     truth = {
