@@ -67,7 +67,11 @@ def test_table_columns_and_values(reference, cohort):
     assert list(table.columns[: 1 + len(META_COLUMNS)]) == ["patient_id", *META_COLUMNS]
     assert len(_feature_columns(table, "rad_")) == N_RADIOMICS
     # Nothing but meta and prefixed feature columns.
-    assert set(table.columns) == {"patient_id", *META_COLUMNS, *_feature_columns(table, "rad_"), *_feature_columns(table, "clin_")}
+    assert set(table.columns) == {"patient_id", *META_COLUMNS, *_feature_columns(table, "rad_"),
+                                  *_feature_columns(table, "sign_"), *_feature_columns(table, "clin_")}
+    from hematoma.features.signs import SIGN_COLUMNS
+
+    assert sorted(_feature_columns(table, "sign_")) == sorted(SIGN_COLUMNS)  # every case gets the NCCT sign group
 
     from hematoma.features.clinical import encode_clinical
 

@@ -77,7 +77,7 @@ ID_COLUMN, LABEL_COLUMN = "patient_id", "he"
 # stored case is then recomputed on the next run.
 CASE_FORMAT = 1
 META_COLUMNS = (LABEL_COLUMN, "baseline_volume_ml", "followup_volume_ml", "growth_ml")
-FEATURE_PREFIXES = ("rad_", "clin_", "cnn_")
+FEATURE_PREFIXES = ("rad_", "clin_", "cnn_", "sign_")
 BASELINE_VOLUME_FEATURE = "clin_baseline_volume_ml"
 MASK_NAMES = {"baseline": "baseline_mask.nii.gz", "followup": "followup_mask.nii.gz"}
 FAILURE_COLUMNS = [ID_COLUMN, "stage", "reason"]
@@ -97,6 +97,12 @@ class ExtractSettings:
     radiomics_params: str | None = None  # a pyradiomics YAML; None: the shipped one
     segmentation_model: str | None = None  # a trained segmenter's folder; None: the default segmenter
     segmenter: Any = None  # segmentation.methods.SegmenterSettings; None: the rules
+    signs: Any = None  # features.signs.SignSettings; None: the published defaults
+
+    def sign_settings(self):
+        from .features.signs import SignSettings
+
+        return self.signs if self.signs is not None else SignSettings()
 
     def record(self) -> dict[str, Any]:
         """The settings with the content hashes of the files they name (computed once per run)."""
@@ -112,6 +118,7 @@ class ExtractSettings:
             "segmentation_model_sha1": None if model is None else sha1_file(model),
             "hematoma_version": __version__,
             "case_format": CASE_FORMAT,
+            "signs": self.sign_settings().as_record(),
         }
         # Only where it is not the rules: the cohorts extracted before --method keep their fingerprints.
         if self.segmenter is not None and self.segmenter.resolved_method() != "rules":
@@ -235,7 +242,8 @@ def _finite_or_none(value: float | None) -> float | None:
 
 # What every case imports (segmentation only some): local workers are forked
 # with these already imported (hematoma.parallel.start_fork_server).
-CASE_MODULES = ("hematoma.extraction", "hematoma.io", "hematoma.features.radiomics", "scipy.spatial")
+CASE_MODULES = ("hematoma.extraction", "hematoma.io", "hematoma.features.radiomics", "hematoma.features.signs",
+                "scipy.spatial")
 
 
 def extract_case(job: CaseJob) -> CaseOutcome:
@@ -315,6 +323,10 @@ def extract_case(job: CaseJob) -> CaseOutcome:
 
             features = extract_radiomics(ct, mask, job.settings.radiomics_params, source=job.baseline_mask or job.baseline_ct)
             features[BASELINE_VOLUME_FEATURE] = baseline_ml
+            stage = "signs"
+            from .features.signs import compute_signs
+
+            features.update(compute_signs(ct, mask, job.settings.sign_settings()))
 
             stage = "write"
             write_image(mask, outputs["baseline"])
@@ -490,7 +502,7 @@ def case_row(record: dict) -> dict[str, Any]:
 
 
 def feature_table(records: Sequence[dict], clinical: pd.DataFrame | None) -> pd.DataFrame:
-    """``patient_id``, meta columns, ``rad_*``, then ``clin_*`` (clinical + baseline volume)."""
+    """``patient_id``, meta columns, ``rad_*``, ``sign_*``, then ``clin_*`` (clinical + baseline volume)."""
     import pandas as pd
 
     rows = pd.DataFrame([case_row(r) for r in records], columns=None if records else [ID_COLUMN, *META_COLUMNS])
@@ -502,8 +514,9 @@ def feature_table(records: Sequence[dict], clinical: pd.DataFrame | None) -> pd.
     clinical_columns = [c for c in rows.columns if c.startswith("clin_") and c != BASELINE_VOLUME_FEATURE]
     if BASELINE_VOLUME_FEATURE in rows.columns:
         clinical_columns.append(BASELINE_VOLUME_FEATURE)
-    other = [c for c in rows.columns if c not in (ID_COLUMN, *META_COLUMNS, *radiomics, *clinical_columns)]
-    return rows[[ID_COLUMN, *META_COLUMNS, *other, *radiomics, *clinical_columns]]
+    signs = [c for c in rows.columns if c.startswith("sign_")]
+    other = [c for c in rows.columns if c not in (ID_COLUMN, *META_COLUMNS, *radiomics, *signs, *clinical_columns)]
+    return rows[[ID_COLUMN, *META_COLUMNS, *other, *radiomics, *signs, *clinical_columns]]
 
 
 def write_table(table: pd.DataFrame, out: Path) -> None:

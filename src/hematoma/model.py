@@ -7,7 +7,7 @@ what the authors' public code got wrong (scaling before the split).
 
 Pipeline steps::
 
-    groups  FeatureGroupSelector   keep rad_/clin_/cnn_ columns of the chosen groups;
+    groups  FeatureGroupSelector   keep rad_/clin_/cnn_/sign_ columns of the chosen groups;
                                    refuse meta columns (follow-up volume would leak the label)
     impute  SimpleImputer(median, add_indicator=True, keep_empty_features=True)
                                    missing values are common in clinical tables; an all-NaN
@@ -62,14 +62,19 @@ from threadpoolctl import threadpool_limits
 
 from .errors import InputError
 
-FEATURE_PREFIXES = {"rad": "rad_", "clin": "clin_", "cnn": "cnn_"}
+FEATURE_PREFIXES = {"rad": "rad_", "clin": "clin_", "cnn": "cnn_", "sign": "sign_"}
 # Feature sets for the ablation table: "radiomics+clinical" is the paper's
-# Model 2, "hybrid" (all three sources) its final model.
+# Model 2, "hybrid" (all three sources) its final model; the NCCT signs
+# (hematoma.features.signs) alone, with the clinical variables, and added to Model 2.
+# A set whose groups a table lacks is left out of the table.
 FEATURE_SETS = {
     "radiomics": ("rad",),
     "clinical": ("clin",),
     "cnn": ("cnn",),
+    "signs": ("sign",),
     "radiomics+clinical": ("rad", "clin"),
+    "signs+clinical": ("sign", "clin"),
+    "radiomics+clinical+signs": ("rad", "clin", "sign"),
     "hybrid": ("rad", "clin", "cnn"),
 }
 CLASSIFIERS = ("auto", "svm", "logistic", "gradient_boosting")
@@ -154,7 +159,7 @@ class FeatureGroupSelector(TransformerMixin, BaseEstimator):
         if meta:
             raise InputError(
                 None,
-                f"the model takes only rad_/clin_/cnn_ feature columns; got meta columns {meta[:10]}"
+                f"the model takes only rad_/clin_/cnn_/sign_ feature columns; got meta columns {meta[:10]}"
                 + (" ..." if len(meta) > 10 else ""),
             )
         chosen = tuple(FEATURE_PREFIXES[g] for g in groups)
@@ -187,7 +192,7 @@ class FeatureGroupSelector(TransformerMixin, BaseEstimator):
     @staticmethod
     def _check_frame(X) -> pd.DataFrame:
         if not isinstance(X, pd.DataFrame):
-            raise InputError(None, "the model needs a pandas DataFrame with rad_/clin_/cnn_ column names")
+            raise InputError(None, "the model needs a pandas DataFrame with rad_/clin_/cnn_/sign_ column names")
         return X
 
     @staticmethod

@@ -15,7 +15,8 @@ from .pacs import AUTH_FILE, CA_BUNDLE, CLIENT_CERT, INSECURE, SERVER
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
-_FEATURES_HELP = "Feature groups: comma-separated of rad, clin, cnn (default: every group the table has)."
+_FEATURES_HELP = ("Feature groups: comma-separated of rad, clin, cnn, sign (the NCCT signs) (default: every group the "
+                  "table has).")
 _SCALING_HELP = ("Column scaling: standard (z-scores, the paper's; default) or quantile (to a normal through training "
                  "quantiles; robust to skew and outliers).")
 _SCOPE_HELP = ("SelectKBest's k: group (the k best of each feature group; default) or all (one ranking of every column, "
@@ -253,7 +254,7 @@ def run(
     cnn_epochs: Optional[int] = typer.Option(None, "--cnn-epochs", min=1, help="Override the preset's epochs."),
     device: str = typer.Option("auto", "--device", help="Device for the CNN: auto, cpu, cuda, cuda:N."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split, the CNN and every fit."),
-    feature_groups: str = typer.Option("rad,clin,cnn", "--features", help="Feature groups of the model: rad, clin, cnn."),
+    feature_groups: str = typer.Option("rad,clin,cnn", "--features", help="Feature groups of the model: rad, clin, cnn, sign."),
     classifier: str = typer.Option("auto", "--classifier", help="auto, svm, logistic or gbm."),
     grid: str = typer.Option("default", "--grid", help="Hyper-parameter grid size: small, default or wide."),
     scaling: str = typer.Option("standard", "--scaling", help=_SCALING_HELP),

@@ -22,6 +22,15 @@ Predicted growth risk per total score: :data:`BRAIN_RISK` (3.4% at 0 to 85.8% at
 ``clin_onset_to_ct_hours`` are required; ``clin_recurrent_ich`` and ``clin_ivh``
 are optional and count 0 when absent (noted).  The published risks are for that
 HE definition and population, so judge BRAIN here by its AUC first.
+
+- ``bat_score``: the BAT score (Morotti A, Dowlatshahi D, Boulouis G, et al.
+  "Predicting intracerebral hemorrhage expansion with noncontrast computed
+  tomography: the BAT score." Stroke 2018;49(5):1163-1169): Blend sign 1
+  point, Any intrahematoma hypodensity 2, Time from onset to NCCT < 2.5 h 2
+  (0-5), from ``sign_blend``, ``sign_hypodensity`` (hematoma.features.signs)
+  and ``clin_onset_to_ct_hours``.  Its AUC is the raw score's; its
+  probabilities come from a univariate logistic regression of the score fitted
+  on the training patients (the paper gives a cut-off, >= 3, not a risk table).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from ..model import FeatureGroupSelector, feature_columns, fit_model, model_inpu
 from .metrics import auc_ci, delong_test, evaluate_predictions, to_jsonable
 
 VOLUME = "clin_baseline_volume_ml"
+BAT_REQUIRED = ("sign_blend", "sign_hypodensity", "clin_onset_to_ct_hours")
 BRAIN_REQUIRED = (VOLUME, "clin_anticoagulation", "clin_onset_to_ct_hours")
 BRAIN_OPTIONAL = ("clin_recurrent_ich", "clin_ivh")
 BRAIN_POINTS = {"recurrent_ich": 4, "anticoagulation": 6, "ivh": 2}
@@ -85,6 +95,17 @@ def brain_score(table: pd.DataFrame) -> tuple[pd.Series, list[str]]:
         else:
             notes.append(f"no {column} column: its {BRAIN_POINTS[key]} points count as 0 for everyone")
     return score, notes
+
+
+def bat_scores(table: pd.DataFrame) -> pd.Series:
+    """The BAT score of every row (NaN where a sign or the onset time is missing); ``KeyError`` if a column is absent."""
+    from ..features.signs import bat_score
+
+    absent = [c for c in BAT_REQUIRED if c not in table.columns]
+    if absent:
+        raise KeyError(f"BAT score needs columns {absent}")
+    values = table[list(BAT_REQUIRED)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    return pd.Series([bat_score(*row) for row in values], index=table.index, dtype=float)
 
 
 def brain_risk(score) -> np.ndarray:
@@ -186,4 +207,19 @@ def evaluate_baselines(
         score = score.set_axis(y_test.index)
         probability = pd.Series(np.where(score.notna(), brain_risk(score.fillna(0)), np.nan), index=y_test.index)
         results["brain_score"] = _scored("BRAIN score", y_test, probability, score, notes, model_scores, ci, seed)
+
+    try:
+        train_score, test_score = bat_scores(train_table).set_axis(_ids(train_table)), bat_scores(test_table)
+    except KeyError as missing:
+        results["bat_score"] = {"status": "skipped", "notes": [str(missing.args[0])]}
+    else:
+        test_score = test_score.set_axis(y_test.index)
+        y_train = _labels(train_table, label)
+        fit_rows = train_score.notna()
+        probability = pd.Series(np.nan, index=y_test.index)
+        if y_train[fit_rows].nunique() == 2:
+            univariate = LogisticRegression().fit(train_score[fit_rows].to_frame(), y_train[fit_rows])
+            present = test_score.notna()
+            probability[present] = univariate.predict_proba(test_score[present].to_frame())[:, 1]
+        results["bat_score"] = _scored("BAT score", y_test, probability, test_score, [], model_scores, ci, seed)
     return to_jsonable(results)

@@ -229,6 +229,10 @@ def write_report_folder(assessment, out: str | Path, extra: dict | None = None,
     for entry in assessment.baselines.values():
         if entry.get("name") == "BRAIN score" and entry.get("status") == "ok":
             notes.append("BRAIN score: Wang et al., Stroke 2015; its published risks are for growth >= 6 mL at 24 h")
+        if entry.get("name") == "BAT score" and entry.get("status") == "ok":
+            notes.append("BAT score: Morotti et al., Stroke 2018 (blend 1, any hypodensity 2, onset-to-CT < 2.5 h 2), "
+                         "the signs detected by hematoma.features.signs; probabilities from a logistic fit on the "
+                         "training patients")
     summary = summary_lines(assessment)
     if qa is not None:
         summary["segmentation QA"] = qa.summary()
