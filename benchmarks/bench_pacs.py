@@ -68,7 +68,7 @@ def pull_command(study_list: Path, out: Path, server) -> tuple[list[str], dict]:
 def timed(command, env) -> tuple[float, str]:
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-    return time.perf_counter() - start, done.stdout.strip().splitlines()[-1]
+    return time.perf_counter() - start, " ".join(done.stdout.split())
 
 
 def main() -> None:

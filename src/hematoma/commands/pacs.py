@@ -12,7 +12,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-console = Console()
+console = Console(soft_wrap=True)  # a summary line stays one line in a log or a pipe
 pacs_app = typer.Typer(help="Fetch CT studies from a PACS over DICOMweb (with a manifest), store results back.",
                        no_args_is_help=True)
 
