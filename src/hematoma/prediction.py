@@ -154,6 +154,8 @@ class PatientPrediction:
     ct: object = field(repr=False, default=None)
     mask: object = field(repr=False, default=None)
     seconds: dict = field(default_factory=dict)
+    signs: dict = field(default_factory=dict)  # the sign_ columns (hematoma.features.signs)
+    sign_findings: list = field(repr=False, default_factory=list)  # SignFinding: slice and region of each sign
 
     @property
     def label(self) -> str:
@@ -163,8 +165,9 @@ class PatientPrediction:
 class Predictor:
     """A loaded model bundle with what its features need (CNN, segmenter, radiomics parameters)."""
 
-    def __init__(self, bundle, cnn=None, segmentation_model=None, radiomics_params=None, segmenter=None):
+    def __init__(self, bundle, cnn=None, segmentation_model=None, radiomics_params=None, segmenter=None, signs=None):
         self.bundle = bundle
+        self.signs = signs  # features.signs.SignSettings the model's sign_ features were computed with
         self.cnn = cnn
         self.segmentation_model = segmentation_model
         self.radiomics_params = radiomics_params
@@ -187,7 +190,11 @@ class Predictor:
             from .segmentation.methods import SegmenterSettings
 
             segmenter = SegmenterSettings.from_record(extract["segmentation"])
-        predictor = cls(bundle, radiomics_params=_radiomics_params(extract, bundle.path), segmenter=segmenter)
+        from .features.signs import SignSettings
+
+        signs = SignSettings.from_record(extract["signs"]) if extract.get("signs") else SignSettings()
+        predictor = cls(bundle, radiomics_params=_radiomics_params(extract, bundle.path), segmenter=segmenter,
+                        signs=signs)
         if predictor.uses_cnn:
             predictor.cnn = _load_cnn(bundle, cnn_model, device)
         segmenter = segmentation_model or extract.get("segmentation_model")
@@ -228,6 +235,11 @@ class Predictor:
         row = {ID: patient_id, **extract_radiomics(image, hematoma, self.radiomics_params, source=mask or ct)}
         row[BASELINE_VOLUME_FEATURE] = volume
         seconds["radiomics"] = time.perf_counter() - start - sum(seconds.values())
+        from .features.signs import SignSettings, analyse_signs
+
+        sign_values, findings = analyse_signs(image, hematoma, self.signs or SignSettings())
+        row.update(sign_values)  # shown to the user whether or not the model uses them
+        seconds["signs"] = time.perf_counter() - start - sum(seconds.values())
         given = {}
         if clinical is not None:
             given = {k: v for k, v in clinical.iloc[0].items() if k.startswith("clin_") and pd.notna(v)}
@@ -248,7 +260,7 @@ class Predictor:
             threshold=float(self.bundle.threshold), volume_ml=volume, features=table, clinical_given=given,
             missing_clinical=missing, mask_source=str(mask) if mask is not None else "segmented",
             model_name=feature_set_name(self.bundle.settings.get("groups") or ()), ct=image, mask=hematoma,
-            seconds=seconds)
+            seconds=seconds, signs=sign_values, sign_findings=findings)
 
     def _complete(self, row: dict) -> tuple[pd.DataFrame, list[str]]:
         """The feature row with the model's columns; absent clinical values are NaN (the model imputes them)."""

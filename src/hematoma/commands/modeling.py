@@ -183,6 +183,7 @@ def predict(
     console.print(f"{escape(prediction.patient_id)}: probability of HE {prediction.probability:.3f} -> "
                   f"{prediction.label} (threshold {prediction.threshold:.2f}); hematoma {prediction.volume_ml:.1f} mL "
                   f"({'given mask' if mask is not None else 'segmented'})", highlight=False)
+    console.print(_signs_line(prediction), highlight=False)
     if prediction.missing_clinical:
         err_console.print(f"[yellow]note:[/] not given, imputed by the model: {', '.join(prediction.missing_clinical)}",
                           highlight=False, soft_wrap=True)
@@ -193,6 +194,20 @@ def predict(
         console.print(f"report: {escape(str(report.resolve()))}", highlight=False)
     if seg is not None:
         _write_dicom_outputs(prediction, predictor, ct, series, seg, sr, connection, overwrite)
+
+
+def _signs_line(prediction) -> str:
+    """The NCCT signs found, each with the slice (1-based, as viewers number them) that shows it, and the BAT score."""
+    from ..features.signs import bat_score
+
+    found = ", ".join(f"{f.sign.replace('_', ' ')} (slice {f.slice_index + 1})" for f in prediction.sign_findings)
+    signs = prediction.signs
+    onset = prediction.features.iloc[0].get("clin_onset_to_ct_hours", float("nan"))
+    bat = bat_score(signs.get("sign_blend", float("nan")), signs.get("sign_hypodensity", float("nan")), float(onset))
+    shape, density = signs.get("sign_barras_shape"), signs.get("sign_barras_density")
+    barras = f"; Barras shape {shape:.0f}, density {density:.0f}" if shape == shape and density == density else ""
+    bat_text = f"; BAT score {bat:.0f}/5" if bat == bat else "; BAT score: needs the onset-to-CT time"
+    return f"NCCT signs: {found or 'none found'}{barras}{bat_text}"
 
 
 def _check_dicom_outputs(ct: Path, mask, seg, sr, push: bool, server_options):

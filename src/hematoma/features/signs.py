@@ -419,6 +419,12 @@ def compute_signs(ct: sitk.Image, mask: sitk.Image, settings: SignSettings = Sig
 
 def find_signs(ct: sitk.Image, mask: sitk.Image, settings: SignSettings = SignSettings()) -> list[SignFinding]:
     """Each sign present, with the axial slice that shows it best and its region outlined there."""
+    return analyse_signs(ct, mask, settings)[1]
+
+
+def analyse_signs(ct: sitk.Image, mask: sitk.Image,
+                  settings: SignSettings = SignSettings()) -> tuple[dict[str, float], list[SignFinding]]:
+    """Both :func:`compute_signs`' columns and :func:`find_signs`' findings, from one analysis."""
     analysis, case = _analyse(ct, mask, settings)
     findings = []
     for sign in SIGNS:
@@ -427,7 +433,7 @@ def find_signs(ct: sitk.Image, mask: sitk.Image, settings: SignSettings = SignSe
         z, region, measurement, value = analysis.best[sign]
         k, region2d = _to_input_grid(case, z, region)
         findings.append(SignFinding(sign, k, region2d, measurement, float(value)))
-    return findings
+    return analysis.values, findings
 
 
 def _to_input_grid(case: _Case, z: int, region: np.ndarray) -> tuple[int, np.ndarray]:
