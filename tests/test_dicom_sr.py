@@ -143,3 +143,20 @@ def test_cli_refuses_sr_without_a_seg_or_not_named_dcm(series, tmp_path):
     assert result.exit_code == 2 and "name it .dcm" in result.output and not seg.exists()
     result = runner.invoke(app, ["segment", str(folder), "--out", str(seg), "--sr", str(seg)])
     assert result.exit_code == 2 and "same file" in result.output
+
+
+def test_report_holds_the_signs_present_absent_and_the_scores(series, seg_file, tmp_path):
+    folder, _, truth = series
+    signs = {"sign_blend": 1.0, "sign_hypodensity": 0.0, "sign_island": math.nan, "sign_barras_shape": 4.0,
+             "sign_barras_density": 2.0, "bat_score": 3.0}
+    out = write_volume_report(seg_file, folder, tmp_path / "signs.dcm", {"hematoma": mask_volume_ml(truth)},
+                              signs=signs)
+    (_, hematoma), = _groups(hd.sr.srread(out))
+    (blend,) = _items(hematoma, "SIGN-BLEND")
+    (hypodensity,) = _items(hematoma, "SIGN-HYPODENSITY")
+    assert blend.ConceptCodeSequence[0].CodeValue == codes.SCT.Present.value
+    assert hypodensity.ConceptCodeSequence[0].CodeValue == codes.SCT.Absent.value
+    assert not _items(hematoma, "SIGN-ISLAND")  # NaN: not measured, left out
+    scores = {code: float(_items(hematoma, code)[0].MeasuredValueSequence[0].NumericValue)
+              for code in ("BARRAS-SHAPE", "BARRAS-DENSITY", "BAT-SCORE")}
+    assert scores == {"BARRAS-SHAPE": 4.0, "BARRAS-DENSITY": 2.0, "BAT-SCORE": 3.0}

@@ -169,16 +169,19 @@ def test_predict_writes_and_pushes_seg_and_sr_with_the_probability(credentials, 
     client = DICOMwebClient(credentials.dicomweb, session=_session(credentials))
     (found,) = client.search_for_series(study_instance_uid=studies["P2b"], search_filters={"Modality": "SR"})
     (report,) = client.retrieve_series(studies["P2b"], found["0020000E"]["Value"][0])
-    probabilities = []
+    probabilities, signs = [], []
 
     def walk(items):
         for item in items:
             if item.get("ValueType") == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == HE_PROBABILITY[0]:
                 probabilities.append(float(item.MeasuredValueSequence[0].NumericValue))
+            if item.ConceptNameCodeSequence[0].CodeValue.startswith("SIGN-"):
+                signs.append(item.ConceptNameCodeSequence[0].CodeValue)
             walk(item.get("ContentSequence", []))
 
     walk(report.ContentSequence)
     assert probabilities and probabilities[0] == pytest.approx(printed, abs=5e-4)
+    assert len(signs) == 7  # each NCCT sign, present or absent
 
 
 def test_predict_refuses_dicom_outputs_that_cannot_work(tmp_path):

@@ -198,16 +198,22 @@ def predict(
 
 def _signs_line(prediction) -> str:
     """The NCCT signs found, each with the slice (1-based, as viewers number them) that shows it, and the BAT score."""
-    from ..features.signs import bat_score
-
     found = ", ".join(f"{f.sign.replace('_', ' ')} (slice {f.slice_index + 1})" for f in prediction.sign_findings)
     signs = prediction.signs
-    onset = prediction.features.iloc[0].get("clin_onset_to_ct_hours", float("nan"))
-    bat = bat_score(signs.get("sign_blend", float("nan")), signs.get("sign_hypodensity", float("nan")), float(onset))
+    bat = _bat(prediction)
     shape, density = signs.get("sign_barras_shape"), signs.get("sign_barras_density")
     barras = f"; Barras shape {shape:.0f}, density {density:.0f}" if shape == shape and density == density else ""
     bat_text = f"; BAT score {bat:.0f}/5" if bat == bat else "; BAT score: needs the onset-to-CT time"
     return f"NCCT signs: {found or 'none found'}{barras}{bat_text}"
+
+
+def _bat(prediction) -> float:
+    """The patient's BAT score (NaN without the onset-to-CT time)."""
+    from ..features.signs import bat_score
+
+    onset = prediction.features.iloc[0].get("clin_onset_to_ct_hours", float("nan"))
+    signs = prediction.signs
+    return bat_score(signs.get("sign_blend", float("nan")), signs.get("sign_hypodensity", float("nan")), float(onset))
 
 
 def _check_dicom_outputs(ct: Path, mask, seg, sr, push: bool, server_options):
@@ -249,7 +255,8 @@ def _write_dicom_outputs(prediction, predictor, ct: Path, series, seg: Path, sr,
         volumes = {"hematoma": prediction.volume_ml, "ivh": float(features.get("ivh_volume_ml", float("nan"))),
                    "oedema": float(features.get("phe_volume_ml", float("nan")))}
         write_volume_report(seg, slices, sr, volumes, {"probability": prediction.probability,
-                                                       "class": prediction.predicted}, overwrite=overwrite)
+                                                       "class": prediction.predicted}, overwrite=overwrite,
+                            signs={**prediction.signs, "bat_score": _bat(prediction)})
         console.print(f"DICOM SR: {escape(str(sr.resolve()))}", highlight=False)
     if connection is not None:
         from ..pacs import push_files

@@ -108,7 +108,9 @@ def segment(
 
             volumes = {"hematoma": mask_volume_ml(mask), "ivh": result.columns.get("ivh_volume_ml", float("nan")),
                        "oedema": result.columns.get("phe_volume_ml", float("nan"))}  # NaN: not measured, left out
-            write_volume_report(out, seg_slices, sr, volumes, overwrite=overwrite)
+            from ..features.signs import compute_signs
+
+            write_volume_report(out, seg_slices, sr, volumes, overwrite=overwrite, signs=compute_signs(image, mask))
     else:
         write_image(mask, out, overwrite=overwrite)
     if overlay is not None:

@@ -26,16 +26,35 @@ COMPREHENSIVE_3D_SR_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.88.34"
 PRIVATE_SCHEME = "99HEMATOMA"
 HE_PROBABILITY = ("HE-PROBABILITY", "Probability of hematoma expansion")
 HE_CLASS = ("HE-PREDICTED", "Hematoma expansion predicted")
+# The NCCT signs (hematoma.features.signs) have no standard codes either: private ones, named as Morotti et al.
+# (Ann Neurol 2019) name them; each a qualitative evaluation Present / Absent of the hematoma.
+SIGN_CODES = {
+    "hypodensity": ("SIGN-HYPODENSITY", "Intrahematoma hypodensity"),
+    "black_hole": ("SIGN-BLACK-HOLE", "Black hole sign"),
+    "blend": ("SIGN-BLEND", "Blend sign"),
+    "swirl": ("SIGN-SWIRL", "Swirl sign"),
+    "fluid_level": ("SIGN-FLUID-LEVEL", "Fluid level"),
+    "island": ("SIGN-ISLAND", "Island sign"),
+    "satellite": ("SIGN-SATELLITE", "Satellite sign"),
+}
+SCORE_CODES = {  # graded or scored: numbers without unit
+    "barras_shape": ("BARRAS-SHAPE", "Barras shape category"),
+    "barras_density": ("BARRAS-DENSITY", "Barras density category"),
+    "bat_score": ("BAT-SCORE", "BAT score"),
+}
 
 
 def write_volume_report(seg, source, out_path: str | Path, volumes_ml: Mapping[str, float],
-                        prediction: Mapping | None = None, overwrite: bool = False) -> Path:
+                        prediction: Mapping | None = None, overwrite: bool = False,
+                        signs: Mapping[str, float] | None = None) -> Path:
     """Write a TID 1500 measurement report of ``volumes_ml`` (structure name -> mL) referencing ``seg``.
 
     ``seg`` is the SEG's path or dataset; ``source`` the CT it segments (a series
     folder or file, or its slice headers). ``volumes_ml`` needs "hematoma";
     "ivh" and "oedema" are optional (NaN: left out). ``prediction`` may give
     "probability" (0 to 1) and "class" (1/True/"HE" or 0/False/"no HE").
+    ``signs``: the NCCT signs (``sign_<name>`` flags of hematoma.features.signs, ``sign_barras_shape``,
+    ``sign_barras_density``, and ``bat_score``), written in the hematoma's group; NaN ones are left out.
     """
     import highdicom as hd
     import pydicom
@@ -65,6 +84,10 @@ def write_volume_report(seg, source, out_path: str | Path, volumes_ml: Mapping[s
             measurements.append(hd.sr.Measurement(name=hd.sr.CodedConcept(HE_PROBABILITY[0], PRIVATE_SCHEME,
                                                                           HE_PROBABILITY[1]),
                                                   value=probability, unit=codes.UCUM.NoUnits, algorithm_id=algorithm))
+        if name == "hematoma" and signs:
+            sign_measurements, sign_evaluations = _sign_items(signs, algorithm)
+            measurements += sign_measurements
+            evaluations += sign_evaluations
         if name == "hematoma" and predicted is not None:
             evaluations.append(hd.sr.QualitativeEvaluation(
                 name=hd.sr.CodedConcept(HE_CLASS[0], PRIVATE_SCHEME, HE_CLASS[1]),
@@ -109,6 +132,26 @@ def write_volume_report(seg, source, out_path: str | Path, volumes_ml: Mapping[s
     except OSError as error:
         raise InputError(out_path, f"cannot be written ({error.strerror or error})") from None
     return out_path
+
+
+def _sign_items(signs: Mapping[str, float], algorithm) -> tuple[list, list]:
+    """Present / Absent for each sign flag, numbers for the grades and the BAT score (NaN: not measured, left out)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    measurements, evaluations = [], []
+    for name, (code, meaning) in SIGN_CODES.items():
+        value = signs.get(f"sign_{name}")
+        if value is not None and value == value:
+            evaluations.append(hd.sr.QualitativeEvaluation(
+                name=hd.sr.CodedConcept(code, PRIVATE_SCHEME, meaning),
+                value=codes.SCT.Present if float(value) >= 0.5 else codes.SCT.Absent))
+    for name, (code, meaning) in SCORE_CODES.items():
+        value = signs.get(name if name == "bat_score" else f"sign_{name}")
+        if value is not None and value == value:
+            measurements.append(hd.sr.Measurement(name=hd.sr.CodedConcept(code, PRIVATE_SCHEME, meaning),
+                                                  value=float(value), unit=codes.UCUM.NoUnits, algorithm_id=algorithm))
+    return measurements, evaluations
 
 
 def _read_seg(seg) -> tuple[Path | None, object]:
