@@ -173,3 +173,27 @@ def test_a_manifest_mask_column_may_name_a_seg(series, seg_file, tmp_path):
     assert result.exit_code == 0, result.output
     features = pd.read_csv(out / "features.csv")
     assert features["baseline_volume_ml"].iloc[0] == pytest.approx(mask_volume_ml(truth), rel=1e-9)
+
+
+def test_extract_seg_writes_each_dicom_cases_mask_as_a_seg(series, tmp_path):
+    """`extract --seg`: a SEG per DICOM case, equal to the case's mask; MANUAL for a given mask; a rerun keeps them."""
+    from hematoma.extraction import SEG_NAME
+
+    folder, ct, truth = series
+    given = tmp_path / "given.nii.gz"
+    sitk.WriteImage(truth, str(given))
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"patient_id,baseline_ct,baseline_mask,he\nsegmented,{folder},,0\ngiven,{folder},{given},1\n")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["extract", str(manifest), "--out", str(out), "--workers", "1", "--seg"])
+    assert result.exit_code == 0, result.output
+    for case, algorithm_type in (("segmented", "AUTOMATIC"), ("given", "MANUAL")):
+        seg = out / "cases" / case / SEG_NAME
+        back = sitk.GetArrayFromImage(read_dicom_seg(seg, reference=ct))
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "cases" / case / "baseline_mask.nii.gz")))
+        assert np.array_equal(back > 0, mask > 0) and mask.sum() > 100
+        assert pydicom.dcmread(seg).SegmentSequence[0].SegmentAlgorithmType == algorithm_type
+    before = (out / "cases" / "given" / SEG_NAME).stat().st_mtime_ns
+    rerun = runner.invoke(app, ["extract", str(manifest), "--out", str(out), "--workers", "1", "--seg"])
+    assert rerun.exit_code == 0 and "0 computed, 2 unchanged" in rerun.output
+    assert (out / "cases" / "given" / SEG_NAME).stat().st_mtime_ns == before

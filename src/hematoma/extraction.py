@@ -80,6 +80,7 @@ META_COLUMNS = (LABEL_COLUMN, "baseline_volume_ml", "followup_volume_ml", "growt
 FEATURE_PREFIXES = ("rad_", "clin_", "cnn_", "sign_")
 BASELINE_VOLUME_FEATURE = "clin_baseline_volume_ml"
 MASK_NAMES = {"baseline": "baseline_mask.nii.gz", "followup": "followup_mask.nii.gz"}
+SEG_NAME = "baseline_mask_seg.dcm"  # with --seg, for a DICOM baseline CT
 FAILURE_COLUMNS = [ID_COLUMN, "stage", "reason"]
 # Manifest columns naming the DICOM series to read (SeriesInstanceUID) in a folder holding several.
 SERIES_COLUMNS = {"baseline_ct": "baseline_series", "followup_ct": "followup_series"}
@@ -98,6 +99,7 @@ class ExtractSettings:
     segmentation_model: str | None = None  # a trained segmenter's folder; None: the default segmenter
     segmenter: Any = None  # segmentation.methods.SegmenterSettings; None: the rules
     signs: Any = None  # features.signs.SignSettings; None: the published defaults
+    dicom_seg: bool = False  # also write each DICOM CT's baseline mask as a DICOM SEG (baseline_mask_seg.dcm)
 
     def sign_settings(self):
         from .features.signs import SignSettings
@@ -123,6 +125,8 @@ class ExtractSettings:
         # Only where it is not the rules: the cohorts extracted before --method keep their fingerprints.
         if self.segmenter is not None and self.segmenter.resolved_method() != "rules":
             record["segmentation"] = self.segmenter.record()
+        if self.dicom_seg:  # only when asked: the cases of a run without it keep their fingerprints
+            record["dicom_seg"] = True
         return record
 
 
@@ -269,7 +273,10 @@ def extract_case(job: CaseJob) -> CaseOutcome:
         outputs = {"baseline": case_dir / MASK_NAMES["baseline"]}
         if job.followup_ct or job.followup_mask:
             outputs["followup"] = case_dir / MASK_NAMES["followup"]
-        if store.is_current(job.case_id, case_fingerprint, files=list(outputs.values())):
+        if job.settings.dicom_seg and _is_dicom(job.baseline_ct):
+            outputs["baseline_seg"] = case_dir / SEG_NAME
+        masks = [path for name, path in outputs.items() if name != "baseline_seg"]
+        if store.is_current(job.case_id, case_fingerprint, files=masks) and _seg_kept(store.read(job.case_id)):
             _refresh_paths(store, job, outputs)
             return CaseOutcome(job.case_id, SKIPPED, seconds=time.perf_counter() - start)
 
@@ -332,6 +339,10 @@ def extract_case(job: CaseJob) -> CaseOutcome:
             write_image(mask, outputs["baseline"])
             if followup_mask is not None:
                 write_image(followup_mask, outputs["followup"])
+            if "baseline_seg" in outputs:
+                stage = "seg"
+                if not _write_case_seg(ct, mask, job, segmented, outputs["baseline_seg"], notes):
+                    del outputs["baseline_seg"]
         growth_ml = None if followup_ml is None else followup_ml - baseline_ml
         record = {
             ID_COLUMN: job.case_id,
@@ -352,6 +363,8 @@ def extract_case(job: CaseJob) -> CaseOutcome:
             "he_manifest": job.he_manifest,
             "he_definition": job.settings.definition,
             **_segmentation_fields(segmented, followup_segmented, job.settings.segmenter),
+            **({"baseline_seg": str(outputs["baseline_seg"].resolve()) if "baseline_seg" in outputs else None}
+               if job.settings.dicom_seg else {}),
             "features": features,
             "warnings": [str(w.message) for w in caught] + notes + _segmentation_notes(segmented, followup_segmented),
             "provenance": {
@@ -372,6 +385,32 @@ def extract_case(job: CaseJob) -> CaseOutcome:
     except Exception as error:  # noqa: BLE001 - one case's bug or bad file must not stop the cohort
         reason = f"{type(error).__name__}: {one_line(error)}"
         return CaseOutcome(job.case_id, FAILED, stage, reason, time.perf_counter() - start)
+
+
+def _is_dicom(path: str) -> bool:
+    from .io.paths import _is_dicom_file
+
+    return Path(path).is_dir() or _is_dicom_file(Path(path))
+
+
+def _seg_kept(record: dict | None) -> bool:
+    """The DICOM SEG a record names is still there (a record without one needs none)."""
+    return record is not None and (not record.get("baseline_seg") or Path(record["baseline_seg"]).is_file())
+
+
+def _write_case_seg(ct, mask, job: CaseJob, segmented, destination: Path, notes: list[str]) -> bool:
+    """The baseline mask as a DICOM SEG of the CT's slices (True), or a note saying why a series cannot have one."""
+    from .io.dicom_seg import seg_source, write_dicom_seg
+
+    try:
+        slices = seg_source(ct, Path(job.baseline_ct), job.baseline_series)
+    except InputError as error:
+        notes.append(f"no DICOM SEG: {error.problem}")
+        destination.unlink(missing_ok=True)
+        return False
+    method = "manual" if job.baseline_mask else (segmented.method if segmented is not None else "rules")
+    write_dicom_seg(mask, slices, destination, algorithm=method, overwrite=True)
+    return True
 
 
 def _segmentation_fields(baseline, followup, segmenter) -> dict[str, Any]:
@@ -536,6 +575,7 @@ def extract_cohort(
     radiomics_params: str | Path | None = None,
     segmentation_model: str | Path | None = None,
     segmenter: Any = None,
+    dicom_seg: bool = False,
     definition: str = DEFAULT_DEFINITION,
     extra_columns: Sequence[str] = (),
     ignore_columns: Sequence[str] = (),
@@ -548,7 +588,8 @@ def extract_cohort(
     ``workers``: local worker processes (default: the cores available; ``1``
     runs in this process, for debugging); ``scheduler``: a Dask scheduler
     address or scheduler file to use instead; ``client``: a Dask client to use
-    as is.  See :mod:`hematoma.parallel`.  ``out`` holding another manifest's
+    as is.  See :mod:`hematoma.parallel`.  ``dicom_seg``: also write each DICOM
+    baseline CT's mask as ``cases/<id>/baseline_mask_seg.dcm``.  ``out`` holding another manifest's
     or other settings' extraction is refused (:class:`InputError`) unless
     ``overwrite`` (see :func:`claim_folder`); another run using ``out`` is
     refused too.
@@ -560,6 +601,7 @@ def extract_cohort(
         radiomics_params=None if radiomics_params is None else str(Path(radiomics_params).resolve()),
         segmentation_model=None if segmentation_model is None else str(Path(segmentation_model).resolve()),
         segmenter=_resolved_weights(segmenter),
+        dicom_seg=dicom_seg,
     )
     get_definition(definition)  # the cheap checks before any worker starts
     for path, what in ((manifest_path, "manifest"), (radiomics_params, "pyradiomics parameters file"),

@@ -46,6 +46,8 @@ def extract(
     weights: Optional[Path] = typer.Option(None, "--weights", help="BLAST-CT weights folder (default: the blast-ct package's)."),
     models: int = typer.Option(1, "--models", min=1, help="BLAST-CT models averaged."),
     blood: str = typer.Option("blood", "--blood", help=BLOOD_HELP),
+    dicom_seg: bool = typer.Option(False, "--seg", help="Also write each DICOM baseline CT's mask as a DICOM SEG "
+                                                        "(cases/<id>/baseline_mask_seg.dcm), to review in a DICOM viewer."),
     definition: str = typer.Option(DEFAULT_DEFINITION, "--definition", help=f"HE definition: {', '.join(HE_DEFINITIONS)}."),
     extra_column: List[str] = typer.Option([], "--extra-column", help="Declare an extra clinical column (repeatable)."),
     ignore_column: List[str] = typer.Option([], "--ignore-column", help="Drop a manifest column (repeatable)."),
@@ -71,7 +73,8 @@ def extract(
         err_console.print(which_ran(segmenter), highlight=False, soft_wrap=True)
     result = extract_cohort(
         manifest, out, workers=workers, scheduler=scheduler, radiomics_params=radiomics_params,
-        segmentation_model=segmentation_model, segmenter=segmenter, definition=definition, extra_columns=extra_column,
+        segmentation_model=segmentation_model, segmenter=segmenter, dicom_seg=dicom_seg, definition=definition,
+        extra_columns=extra_column,
         ignore_columns=ignore_column, console=err_console, overwrite=overwrite,
     )
     counts = result.counts

@@ -75,6 +75,8 @@ def write_dicom_seg(masks: sitk.Image | Mapping[str, sitk.Image], source: str | 
                     series_uid: str | None = None, algorithm: str = "rules", overwrite: bool = False) -> Path:
     """Write ``masks`` as a BINARY DICOM SEG referencing the CT slices of ``source`` (a series folder or file).
 
+    ``algorithm``: what drew the masks ("rules", "deep", "both: ..."), or "manual" for a mask a user gave.
+
     ``source`` may also be the slice headers :func:`seg_source` gave.
     ``masks`` is the hematoma mask, or a mapping of :data:`STRUCTURES` names to
     masks (one segment each, in that order). Each mask must lie on the CT's
@@ -101,13 +103,16 @@ def write_dicom_seg(masks: sitk.Image | Mapping[str, sitk.Image], source: str | 
         else codes.cid7162.HistogramAnalysis  # the rules: HU windows of the blood, then morphology
     identification = hd.AlgorithmIdentificationSequence(name=f"hematoma {algorithm}", family=family,
                                                         version=__version__)
+    # "manual": a mask the user gave (a manifest's mask column), re-encoded: no algorithm of ours drew it.
+    manual = algorithm == "manual"
+    algorithm_type = hd.seg.SegmentAlgorithmTypeValues.MANUAL if manual else hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=number, segment_label=STRUCTURES[name].label,
             segmented_property_category=codes.cid7150.MorphologicallyAbnormalStructure,
             segmented_property_type=getattr(codes.SCT, STRUCTURES[name].property_type),
             anatomic_regions=[getattr(codes.SCT, STRUCTURES[name].region)],
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=identification,
+            algorithm_type=algorithm_type, algorithm_identification=None if manual else identification,
             display_color=hd.color.CIELabColor.from_rgb(*STRUCTURES[name].colour),
         )
         for number, name in enumerate(masks, start=1)

@@ -42,6 +42,14 @@ def read_mask(path: str | Path, reference: sitk.Image | None = None, reference_p
     binary = array_to_image((array != 0).astype(np.uint8), mask)
     if reference is not None:
         check_geometry(reference, binary, reference_path, path, tolerance=tolerance)
+        # Within tolerance, the mask lies on the CT's grid: give it that grid exactly, or a stricter library
+        # downstream refuses it (pyradiomics did a NIfTI mask of a DICOM CT: NIfTI stores float32 geometry).
+        if isinstance(reference, sitk.Image):
+            binary.CopyInformation(reference)
+        else:  # a header (ImageFileReader after ReadImageInformation)
+            binary.SetOrigin(reference.GetOrigin())
+            binary.SetSpacing(reference.GetSpacing())
+            binary.SetDirection(reference.GetDirection())
     return binary
 
 
