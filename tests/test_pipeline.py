@@ -67,12 +67,14 @@ def test_ablation_and_baselines_are_on_the_same_test_patients(synthetic_run):
     metrics = result.metrics
     n_test = metrics["model"]["n"]
     ablation = {row["feature_set"]: row for row in metrics["ablation"]}
-    assert set(ablation) == {"radiomics", "clinical", "cnn", "radiomics+clinical", "hybrid"}
+    assert set(ablation) == {"radiomics", "clinical", "cnn", "signs", "radiomics+clinical", "signs+clinical",
+                             "radiomics+clinical+signs", "hybrid"}
+    assert ablation["signs"]["status"] == ablation["signs+clinical"]["status"] == "ok"  # every case has its signs
     assert ablation["radiomics+clinical"]["auc"] == pytest.approx(metrics["model"]["auc"])  # the model itself
     assert ablation["radiomics"]["status"] == ablation["clinical"]["status"] == "ok"
     assert ablation["cnn"]["status"] == "skipped"  # no CNN in this run
     baselines = metrics["baselines"]
-    assert set(baselines) == {"baseline_volume", "clinical_logistic", "brain_score"}
+    assert set(baselines) == {"baseline_volume", "clinical_logistic", "brain_score", "bat_score"}
     for entry in baselines.values():
         assert entry["status"] == "ok"
         assert entry["metrics"]["n"] == n_test
@@ -196,7 +198,7 @@ def test_optional_groups_reach_the_search_and_the_summary_names_the_groups_used(
     bundle = _bundle(model)
     assert bundle["settings"]["optional_groups"] == ["cnn"]
     used = bundle["summary"]["groups_used"]
-    assert used in (["rad", "clin"], ["rad", "clin", "cnn"])
+    assert [g for g in used if g != "sign"] in (["rad", "clin"], ["rad", "clin", "cnn"])  # every group the table has
     assert ("left out by the inner CV: cnn" in " ".join(result.output.split())) == ("cnn" not in used)
     search = load_model(model).estimator
     assert {str(p.get("select__group_k")) for p in search.cv_results_["params"]} == {"None", "{'cnn': 0}"}
@@ -212,7 +214,7 @@ def test_nested_cv_leaves_cnn_features_out_with_a_message(table_with_fake_cnn, t
     assert "CNN features are excluded" in " ".join(result.output.split())
     bundle = _bundle(model)
     assert not any(c.startswith("cnn_") for c in bundle["feature_columns"])
-    assert bundle["evaluation"]["nested_cv"]["groups"] == ["rad", "clin"]
+    assert bundle["evaluation"]["nested_cv"]["groups"] == ["rad", "clin", "sign"]
     assert bundle["settings"]["test_ids"] == []
     result = runner.invoke(app, ["evaluate", str(model), str(table_with_fake_cnn), "--out", str(tmp_path / "r")])
     assert "--external" in _one_line_error(result)

@@ -173,6 +173,26 @@ def test_blend_threshold(spacing, contrast, blend):
         assert values["sign_blend_contrast_hu"] == pytest.approx(contrast, abs=3.0)
 
 
+def test_hypodense_blood_left_out_of_the_mask_is_still_a_blend(spacing):
+    """A segmenter whose blood threshold lies above the blend's hypodense part (50 HU) leaves it out of the mask."""
+    region, level = open_region(20.0)
+    ct, mask = render(spacing, [(CLOT, CLOT_HU), (region, level)],
+                      mask_parts=[lambda z, y, x: CLOT(z, y, x) & ~region(z, y, x)])
+    values = compute_signs(ct, mask)
+    assert values["sign_blend"] == 1 and values["sign_hypodensity"] == 0
+    assert values["sign_blend_contrast_hu"] == pytest.approx(20.0, abs=4.0)
+
+
+@pytest.mark.parametrize("level", [BRAIN_HU + 5.0, 20.0])
+def test_brain_and_oedema_next_to_a_tight_mask_are_not_absorbed(spacing, level):
+    """Grey matter (40 HU) or oedema (20 HU) around a clot, and a mask 2 mm inside its outline: no sign."""
+    rim = ellipsoid(CENTRE, CLOT_RADII + 4.0)
+    ct, mask = render(spacing, [(rim, level), (CLOT, CLOT_HU)],
+                      mask_parts=[ellipsoid(CENTRE, CLOT_RADII - 2.0)])
+    values = compute_signs(ct, mask)
+    assert flags(values) == set()
+
+
 def test_region_open_to_the_brain_is_not_a_black_hole(spacing):
     values = compute_signs(*render(spacing, [(CLOT, CLOT_HU), open_region(32.0)]))
     assert values["sign_black_hole"] == 0 and values["sign_hypodensity"] == 0 and values["sign_blend"] == 1
@@ -181,6 +201,8 @@ def test_region_open_to_the_brain_is_not_a_black_hole(spacing):
 def test_swirl_is_an_iso_attenuating_region(spacing):
     iso = compute_signs(*render(spacing, [(CLOT, CLOT_HU), hole(CLOT_HU - BRAIN_HU)]))
     assert {"swirl", "hypodensity", "black_hole"} <= flags(iso)
+    grey = compute_signs(*render(spacing, [(CLOT, CLOT_HU), hole(CLOT_HU - 42.0)]))  # grey matter 35-45 HU
+    assert "swirl" in flags(grey)
     mild = compute_signs(*render(spacing, [(CLOT, CLOT_HU), hole(15.0)]))
     assert flags(mild) == {"hypodensity"}
 

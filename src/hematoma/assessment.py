@@ -5,7 +5,7 @@ split, stored in the bundle) or every labelled patient of another table
 (``external=True``).  Around the model's metrics come, on the *same* test
 patients: the feature-set ablation (each set refitted on the model's training
 patients only; the model itself stands for its own set), the baselines (volume,
-clinical logistic regression, BRAIN score), Table 1, the top-15 features and,
+clinical logistic regression, BRAIN score), Table 1, the NCCT signs by HE group, the top-15 features and,
 for a synthetic cohort, the oracle AUC (the generator's true probability vs the
 realised label, read from ``truth.csv`` beside the manifest: a reference for the
 report only, never a feature).
@@ -45,13 +45,15 @@ class Assessment:
     versions: dict
     notes: list[str] = field(default_factory=list)
     cnn_curves: Path | None = None
+    signs_table: pd.DataFrame | None = None  # NCCT signs by HE group (evaluation.table1.signs_by_group), same patients
 
     def json(self) -> dict:
         from .evaluation.metrics import to_jsonable
 
         return to_jsonable({
             "model_name": self.model_name, "model": self.metrics, "ablation": self.ablation,
-            "baselines": self.baselines, "table1": self.table1, "top_features": self.top_features,
+            "baselines": self.baselines, "table1": self.table1, "signs_table": self.signs_table,
+            "top_features": self.top_features,
             "coefficients": self.coefficients,
             "oracle": self.oracle, "split_sizes": self.split_sizes, "settings": self.settings,
             "versions": self.versions, "notes": self.notes,
@@ -118,6 +120,13 @@ def _assess(bundle, source: FeatureSource, label: str, external: bool, seed: int
     characteristics = table1(described, label=label, variables=clinical) if clinical else None
     if characteristics is None:
         notes.append("no clin_ columns: no Table 1")
+    from .evaluation.table1 import signs_by_group
+
+    signs = signs_by_group(described, label=label)
+    if signs is None:
+        notes.append("no sign_ columns (features extracted before the NCCT signs): no table of NCCT signs by HE group")
+    else:
+        notes.extend(f"NCCT signs by HE group: {note}" for note in signs.attrs.get("notes", []))
     permutation = importance["permutation"].rename(columns={"importance_mean": "importance", "importance_std": "importance_sd"})
     return Assessment(
         model_name=name, y=y, scores=scores, metrics=metrics, ablation=ablation, baselines=baselines,
@@ -126,6 +135,7 @@ def _assess(bundle, source: FeatureSource, label: str, external: bool, seed: int
         split_sizes=_split_sizes(bundle, source, train, test, label, external),
         settings=_settings(bundle, source, external, len(train) if train is not None else None),
         versions=_versions(bundle, settings), notes=notes, cnn_curves=_cnn_curves(settings, groups),
+        signs_table=signs,
     )
 
 

@@ -36,7 +36,7 @@ from rich.markup import escape
 
 from .errors import InputError
 from .parallel import fingerprint
-from .protocols import ID, LABEL, GROUPS, TrainSettings, parse_groups, parse_optional_groups
+from .protocols import ID, LABEL, PAPER_GROUPS, TrainSettings, parse_groups, parse_optional_groups
 from .storage import atomic_path, folder_lock, sha1_file, write_json
 
 RUN_RECORD = "run.json"
@@ -50,7 +50,7 @@ class RunSettings:
 
     workers: int | None = None
     scheduler: str | None = None
-    groups: tuple[str, ...] = GROUPS
+    groups: tuple[str, ...] = PAPER_GROUPS
     classifier: str = "auto"
     grid: str = "default"
     scaling: str = "standard"
@@ -67,7 +67,7 @@ class RunSettings:
     segmenter: Any = None  # segmentation.methods.SegmenterSettings; None: the rules
 
     def __post_init__(self):
-        self.groups = parse_groups(self.groups) or GROUPS
+        self.groups = parse_groups(self.groups) or PAPER_GROUPS
         self.optional_groups = parse_optional_groups(self.optional_groups)
         TrainSettings(classifier=self.classifier, groups=self.groups, grid=self.grid, scaling=self.scaling,
                       selection_scope=self.selection_scope)  # fail on a bad choice now,

@@ -329,17 +329,30 @@ def write_overlay(prediction: PatientPrediction, path: str | Path, overwrite: bo
 
 def write_patient_report(prediction: PatientPrediction, path: str | Path, overlay: str | Path,
                          predictor: Predictor | None = None, overwrite: bool = False) -> Path:
-    """A one-patient HTML report: the prediction, the overlay, the clinical values used."""
+    """A one-patient HTML report: the prediction, the overlay, the clinical values used, the NCCT signs.
+
+    Each sign found gets its figure next to the report (``<report name>_sign_<sign>.png``,
+    :func:`hematoma.report.sign_figures.sign_figure_path`); like the report, none replaces
+    an existing file unless ``overwrite``, and none is written before all were checked.
+    """
     from .report.html import ReportContent, write_report
+    from .report.sign_figures import check_figure_paths, draw_sign_figure, sign_figure_path
+    from .report.signs_section import onset_hours, signs_report
     from .storage import refuse_overwrite
 
-    refuse_overwrite(path, overwrite)
+    drawable = prediction.sign_findings if prediction.ct is not None and prediction.mask is not None else []
+    figure_paths = {f.sign: sign_figure_path(path, f.sign) for f in drawable}
+    check_figure_paths(figure_paths.values(), {"report": path, "overlay": overlay})
+    for destination in (path, *figure_paths.values()):
+        refuse_overwrite(destination, overwrite)
     clinical = pd.DataFrame(
         [{"variable": k[len("clin_"):], "value": v} for k, v in prediction.features.iloc[0].items()
          if k.startswith("clin_")])
     notes = [f"hematoma mask: {prediction.mask_source}"]
     if prediction.missing_clinical:
         notes.append("not given, imputed by the model (training median): " + ", ".join(prediction.missing_clinical))
+    if prediction.sign_findings and not drawable:
+        notes.append("NCCT signs: no CT in this prediction, so no figure of the signs found")
     bundle = predictor.bundle if predictor is not None else None
     settings = {"model bundle": str(Path(bundle.path).resolve())} if bundle is not None else {}
     if bundle is not None:
@@ -348,6 +361,9 @@ def write_patient_report(prediction: PatientPrediction, path: str | Path, overla
             settings["model test AUC"] = (f"{evaluation['auc']:.3f} ({evaluation['auc_lower']:.3f}-"
                                           f"{evaluation['auc_upper']:.3f}), n={evaluation['n']}")
         settings.update({"protocol": bundle.settings.get("protocol"), "trained": bundle.created})
+    drawn = {f.sign: draw_sign_figure(prediction.ct, prediction.mask, f, figure_paths[f.sign], overwrite=overwrite).path
+             for f in drawable}
+    signs = signs_report(prediction.signs, prediction.sign_findings, drawn, onset_hours(prediction))
     content = ReportContent(
         title=f"Hematoma expansion prediction: {prediction.patient_id}",
         summary={"probability of HE": f"{prediction.probability:.3f}",
@@ -355,6 +371,7 @@ def write_patient_report(prediction: PatientPrediction, path: str | Path, overla
                  "baseline hematoma volume": f"{prediction.volume_ml:.1f} mL", "model": prediction.model_name},
         tables={"Clinical values used": clinical},
         figures={"Hematoma at its largest axial slice": Path(overlay)},
+        sections=[signs],
         notes=notes + ["a research tool: not for clinical decisions"],
         settings=settings,
         versions=dict(bundle.versions) if bundle is not None else {},

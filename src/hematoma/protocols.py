@@ -36,6 +36,7 @@ LABEL = "he"
 FEATURE_FILES = ("features.parquet", "features.csv")
 PROTOCOLS = ("paper", "nested-cv", "external")
 GROUPS = ("rad", "clin", "cnn", "sign")
+PAPER_GROUPS = ("rad", "clin", "cnn")  # the paper's hybrid: `hematoma run`'s model; the signs go in its ablation
 CLASSIFIER_NAMES = {"auto": "auto", "svm": "svm", "logistic": "logistic", "gbm": "gradient_boosting",
                     "gradient_boosting": "gradient_boosting"}
 MAX_INNER_FOLDS = 5

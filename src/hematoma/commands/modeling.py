@@ -165,6 +165,12 @@ def predict(
     for path in (overlay, report, seg, sr):
         if path is not None:
             refuse_overwrite(path, overwrite)
+    if report is not None:  # the report's sign figures lie next to it: refused before any work, like the rest
+        from ..features.signs import SIGNS
+        from ..report.sign_figures import sign_figure_path
+
+        for sign in SIGNS:
+            refuse_overwrite(sign_figure_path(report, sign), overwrite)
     from ..segmentation.methods import SegmenterSettings, which_ran
 
     segmenter = None if method is None else SegmenterSettings(method, None if weights is None else str(weights), models, blood).check()

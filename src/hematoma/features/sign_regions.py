@@ -5,6 +5,7 @@ increasing = posterior, slice index increasing = superior), cropped around the
 hematoma, with the spacing in millimetres; :mod:`~hematoma.features.signs`
 orients the images, holds the settings and turns these regions into columns.
 
+* :func:`hypodense_blood`: hypodense blood touching the clot that a segmenter's mask left out;
 * :func:`hypodense_pieces`: per axial slice, the regions darker than the clot,
   each with its contrast, whether it is encapsulated and how sharp its margin is;
 * :func:`fluid_levels`: per axial slice, a straight antero-posterior density step;
@@ -60,6 +61,40 @@ def feret_mm(pixels: np.ndarray, spacing_yx) -> float:
             pass
     gaps = points[:, None, :] - points[None, :, :]
     return float(np.sqrt((gaps ** 2).sum(-1)).max()) + float(np.mean(spacing_yx))
+
+
+# --------------------------------------------------------------------------- hypodense blood outside the mask
+def hypodense_blood(main, other, smooth, spacing_zyx, low_hu: float, settings) -> np.ndarray:
+    """Hypodense blood touching the clot that its mask leaves out (see the signs module's docstring).
+
+    Per axial slice: pixels of the smoothed CT at least ``low_hu`` (acute blood, clearly denser than
+    the parenchyma) and hypodense relative to the clot (below its reference by
+    ``hypodensity_min_contrast_hu``), within ``extension_mm`` of the clot, 8-connected to it, away from
+    other dense blood (a satellite's blurred rim is not the clot's), in pieces reaching at least the
+    blend's minimum depth beyond the mask (a plateau; the partial-volume rim is one blur wide).
+    """
+    spacing_yx = spacing_zyx[1:]
+    added = np.zeros_like(main)
+    if not main.any():
+        return added
+    values = smooth[main]
+    reference = float(np.median(values[values >= np.percentile(values, 90) - settings.hypodensity_min_contrast_hu]))
+    high = reference - settings.hypodensity_min_contrast_hu
+    if high <= low_hu:
+        return added
+    depth = max(settings.blend_min_depth_mm, settings.blend_min_depth_px * max(spacing_yx))
+    elsewhere = ((smooth >= high) & ~main) | other
+    for z in np.flatnonzero(main.any(axis=(1, 2))):
+        distance = ndi.distance_transform_edt(~main[z], sampling=spacing_yx) - 0.5 * min(spacing_yx)
+        candidate = ((smooth[z] >= low_hu) & (smooth[z] < high) & (distance <= settings.extension_mm)
+                     & ~ndi.binary_dilation(elsewhere[z], _PLANE_8))
+        labels, _ = ndi.label(candidate, _PLANE_8)
+        touching = np.unique(labels[ndi.binary_dilation(main[z], _PLANE_8) & candidate])
+        for index in touching[touching > 0]:
+            piece = labels == index
+            if distance[piece].max() >= depth:
+                added[z] |= piece
+    return added
 
 
 # --------------------------------------------------------------------------- hypodense regions

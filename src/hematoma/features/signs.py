@@ -14,6 +14,22 @@ may leave a very hypodense core out).  The CT is smoothed in plane (Gaussian,
 (SD ~5 HU) would otherwise make specks; contrasts are read on the unsmoothed
 CT as region medians.
 
+Hypodense blood outside the mask.  Li et al. (Stroke 2015) read the blend
+sign's hypoattenuating part as hematoma, and acute blood is 40-90 HU against
+20-45 HU for parenchyma and 5-25 HU for oedema (Morotti 2019 HU facts); a
+segmenter whose blood threshold lies above that part leaves it out.  So before
+analysis, per axial slice, the main clot takes in the pixels of the smoothed CT
+that are blood yet hypodense relative to it: at least ``extension_min_hu`` (40
+HU, the low end of acute blood, above oedema) and ``extension_above_parenchyma_hu``
+(10 HU, twice CT noise) above the parenchyma (median 15-50 HU tissue 5-15 mm
+around the clot), below the clot's reference by ``hypodensity_min_contrast_hu``,
+within ``extension_mm`` (5 mm) of the mask and 8-connected to it, not next to
+other dense blood (a satellite's blurred rim), in pieces reaching the blend's
+minimum depth beyond the mask: the partial-volume rim, one blur wide, and
+normal brain, at or below the threshold, stay out.  Published ranges overlap
+(grey matter up to 45 HU): hypodense blood at parenchyma density cannot be
+told from brain by its HU and stays out.
+
 Hypodense regions (per axial slice).  The dense clot's HU (reference) is the
 median of the smoothed clot interior (``edge_mm`` in from its outline, out of
 the partial-volume rim) within ``hypodensity_min_contrast_hu`` of its 90th
@@ -45,8 +61,10 @@ outline).
   all around or a thin band along the outline: not blend.
 * swirl (Selariu et al., BMC Neurol 2012): an encapsulated region, or an open
   one with a well-defined margin, hypo- or iso-attenuating relative to brain
-  parenchyma: its HU at most parenchyma + ``swirl_iso_tolerance_hu``, the
-  parenchyma being the median 15-50 HU tissue 5-15 mm around the clot.
+  parenchyma: its HU at most ``swirl_max_hu`` (45 HU, the top of normal
+  parenchyma, grey matter 35-45 HU).  Iso-attenuating means like any normal
+  brain, grey matter included: the median of the tissue around a clot is mostly
+  white matter and oedema (20-30 HU) and would call grey-matter density hyperdense.
 * fluid level (Morotti 2019; Barras 2009 density 5): on an axial slice, the
   clot interior split by a row into an anterior and a posterior part with the
   posterior >= ``fluid_level_min_contrast_hu`` denser (supine: sediment lies
@@ -67,16 +85,25 @@ are its partial-volume rim and dropped.  Size = largest in-plane extent.
   bubbles budding from the clot on its richest slice (what an opening with a
   10 mm disc removes, standing out >= ``island_min_height_mm``).
 
-Barras grades (Barras et al., Stroke 2009), mapped to what we measure:
+Barras grades (Barras et al., Stroke 2009), one mapping shared word for word by the generator
+(hematoma.synthetic.sign_rendering) and the detector (hematoma.features.signs).  Barras's 5-point
+scales add one degree of margin irregularity (shape) or of density variation (density) per
+category; categories 1-2 are regular / homogeneous and 3-5 irregular / heterogeneous; density 5 is a
+fluid level and shape 5 has separated parts.  The scales are visual (no numbers published): the
+cut-offs below are ours, one category per step, mapped to what both sides measure:
 
-* shape, on the axial slice with the largest clot area, from its solidity s
-  (area / convex hull area: lobes and irregular margins lower it) and the
-  separate bleeds: 1 s >= 0.95 (round/ellipsoid, smooth); 2 s >= 0.90; 3 s >= 0.85;
-  4 s >= 0.75; 5 s < 0.75 or any separate bleed (separated parts).
-* density, from the hypodense regions (3D, contrast >= 10 HU, encapsulated or
-  with a well-defined margin) and their volume fraction f of the clot:
-  1 none; 2 one with f < 0.10; 3 one with f >= 0.10, or two; 4 three or more,
-  or f >= 0.30; 5 a fluid level.
+* barras_shape: 5 if any small bleed lies separate from the main clot (island or satellite: the
+  "separated parts"); else from the solidity s of the main clot on its largest axial slice (pixels
+  over the lattice points of the convex hull of the pixel centres, so a digital disc scores 1 at any
+  pixel size): 1 if s >= 0.93 (round or ellipsoid), 2 if 0.87 <= s < 0.93, 3 if 0.80 <= s < 0.87,
+  4 if s < 0.80 (lobulated).
+* barras_density: 5 if a fluid level; else from the hypodense fraction f (volume of the hypodense
+  regions, >= 10 HU below the clot, over the clot's volume): 1 if there is none (homogeneous), 2 if
+  f < 0.08, 3 if 0.08 <= f < 0.20, 4 if f >= 0.20 (large hypodense areas).
+
+  Here the hypodense regions are the 3D groups of encapsulated regions and of open ones with a
+  well-defined margin (contrast >= ``hypodensity_min_contrast_hu``), the separate bleeds those of
+  the satellite and island signs; thresholds ``barras_solidity`` and ``barras_density_fraction``.
 
 BAT score (Morotti et al., Stroke 2018): blend 1 point, any hypodensity 2,
 onset to CT < 2.5 h 2; missing onset time -> NaN.
@@ -132,7 +159,7 @@ class SignSettings:
     blend_max_border_fraction: float = 0.6  # a dark rim all around the clot is partial volume
     blend_min_depth_mm: float = 3.0  # ... and so is a dark band along the outline: the region reaches this deep
     blend_min_depth_px: float = 2.0  # ... or this many pixels, whichever is deeper
-    swirl_iso_tolerance_hu: float = 5.0  # "iso-attenuating" to parenchyma: within CT noise
+    swirl_max_hu: float = 45.0  # "iso-attenuating" to parenchyma: no denser than grey matter (35-45 HU)
     fluid_level_min_contrast_hu: float = 18.0  # none published: the blend sign's step
     fluid_level_max_rms_mm: float = 1.5  # "straight line": interface scatter (or one pixel)
     fluid_level_max_tilt_deg: float = 20.0  # line roughly perpendicular to the AP axis
@@ -145,8 +172,11 @@ class SignSettings:
     island_min_separate: int = 3  # Li et al., Stroke 2017
     island_min_total: int = 4  # Li et al., Stroke 2017
     island_min_height_mm: float = 2.5  # a bubble stands out this far from the clot
-    barras_solidity: tuple[float, float, float, float] = (0.95, 0.90, 0.85, 0.75)  # shape grades 1|2|3|4|5
-    barras_density_fraction: tuple[float, float] = (0.10, 0.30)  # density grades 2|3 and 4
+    barras_solidity: tuple[float, float, float] = (0.93, 0.87, 0.80)  # shape grades 1|2|3|4 (5: separated parts)
+    barras_density_fraction: tuple[float, float] = (0.08, 0.20)  # density grades 2|3|4 (5: fluid level)
+    extension_min_hu: float = 40.0  # clot extension: at least acute blood's lowest HU (40-90 HU) ...
+    extension_above_parenchyma_hu: float = 10.0  # ... and this far above the parenchyma (twice CT noise)
+    extension_mm: float = 5.0  # ... within this distance (in plane) of the given mask
 
     def __post_init__(self):
         if self.mode not in ("slice", "3d"):
@@ -226,19 +256,24 @@ def _prepare(ct: sitk.Image, mask: sitk.Image, settings: SignSettings) -> _Case 
     components, count = ndi.label(labels, sr.CONNECTIVITY_3D)
     sizes = ndi.sum(labels, components, range(1, count + 1))
     main = components == 1 + int(np.argmax(sizes))
+    smooth = sr.smooth_inplane(hu, spacing_zyx, settings.smoothing_sigma_mm, settings.smoothing_min_sigma_px)
+    other = labels & ~main
+    # Hypodense blood a segmenter left out (below its blood threshold) goes back into the clot.
+    threshold = max(settings.extension_min_hu,
+                    _parenchyma_hu(fill_holes_inplane(main), smooth, spacing_zyx) + settings.extension_above_parenchyma_hu)
+    main = main | sr.hypodense_blood(main, other, smooth, spacing_zyx, threshold, settings)
     return _Case(
-        hu=hu, smooth=sr.smooth_inplane(hu, spacing_zyx, settings.smoothing_sigma_mm, settings.smoothing_min_sigma_px),
-        main=main, filled=fill_holes_inplane(main), other=labels & ~main, spacing_zyx=spacing_zyx,
+        hu=hu, smooth=smooth, main=main, filled=fill_holes_inplane(main), other=other, spacing_zyx=spacing_zyx,
         offset=tuple(w.start for w in window), oriented=oriented, original=ct,
     )
 
 
-def _parenchyma_hu(case: _Case) -> float:
+def _parenchyma_hu(filled: np.ndarray, smooth: np.ndarray, spacing_zyx) -> float:
     """Median HU of the brain-like tissue in a shell around the clot (normal parenchyma 20-45 HU)."""
     # In-plane distance: a huge slice spacing keeps the transform within each slice.
-    distance = ndi.distance_transform_edt(~case.filled, sampling=(1e6,) + case.spacing_zyx[1:])
+    distance = ndi.distance_transform_edt(~filled, sampling=(1e6,) + tuple(spacing_zyx[1:]))
     shell = (distance >= _PARENCHYMA_SHELL_MM[0]) & (distance <= _PARENCHYMA_SHELL_MM[1])
-    values = case.smooth[shell]
+    values = smooth[shell]
     values = values[(values >= _PARENCHYMA_HU[0]) & (values <= _PARENCHYMA_HU[1])]
     return float(np.median(values)) if values.size >= 20 else _PARENCHYMA_DEFAULT_HU
 
@@ -320,15 +355,16 @@ def _analyse(ct: sitk.Image, mask: sitk.Image, settings: SignSettings) -> tuple[
     if open_sharp:
         top = max(open_sharp, key=lambda p: p.contrast_hu)
         values["sign_blend_contrast_hu"], values["sign_blend_margin_mm"] = top.contrast_hu, top.margin_mm
-        blends = [p for p in open_sharp if p.contrast_hu >= settings.blend_min_contrast_hu]
+        # On a clot's top or bottom slice the slab's partial volume darkens part of it: not a blend.
+        blends = [p for p in open_sharp
+                  if p.contrast_hu >= settings.blend_min_contrast_hu and not _uncovered(p, case.filled, 1.0)]
         values["sign_blend"] = float(bool(blends))
         keep("blend", blends, "contrast_hu", lambda p: p.contrast_hu)
     # swirl
     visible = enclosed + open_sharp
     if visible:
         values["sign_swirl_hu"] = min(p.core_hu for p in visible)
-        iso = _parenchyma_hu(case) + settings.swirl_iso_tolerance_hu
-        swirls = [p for p in visible if p.core_hu <= iso]
+        swirls = [p for p in visible if p.core_hu <= settings.swirl_max_hu]
         values["sign_swirl"] = float(bool(swirls))
         keep("swirl", swirls, "core_hu", lambda p: -p.core_hu)
     # fluid level
@@ -363,12 +399,13 @@ def _analyse(ct: sitk.Image, mask: sitk.Image, settings: SignSettings) -> tuple[
     return _Analysis(values, best), case
 
 
-def _uncovered(piece, filled) -> bool:
-    """Whether the slice above or below has no clot over most of a region (it reaches the clot's 3D surface)."""
+def _uncovered(piece, filled, share: float = 0.5) -> bool:
+    """Whether the slice above or below has no clot over more than ``share`` of a region (1: over none of it)."""
     z = piece.slice_index
     for other in (z - 1, z + 1):
         cover = filled[other] if 0 <= other < filled.shape[0] else np.zeros_like(piece.region)
-        if (piece.region & ~cover).sum() > 0.5 * piece.region.sum():
+        covered = (piece.region & cover).sum()
+        if covered < (1.0 - share) * piece.region.sum() or not covered:
             return True
     return False
 
@@ -391,23 +428,12 @@ def _island_view(islands, per_slice, total) -> tuple[int, np.ndarray, str, float
 def _barras(case, pieces, group, encapsulated, sharp, labels, fluid, bleeds, settings) -> dict[str, float]:
     areas = case.filled.sum(axis=(1, 2))
     s = sr.solidity(case.filled[int(np.argmax(areas))])
-    t1, t2, t3, t4 = settings.barras_solidity
-    shape = 1 if s >= t1 else 2 if s >= t2 else 3 if s >= t3 else 4 if s >= t4 else 5
-    if bleeds:
-        shape = 5  # separated parts
+    t1, t2, t3 = settings.barras_solidity
+    shape = 5 if bleeds else 1 if s >= t1 else 2 if s >= t2 else 3 if s >= t3 else 4
     foci = {g for p, g, e in zip(pieces, group, encapsulated) if e or sharp(p)}
     fraction = sum(float((labels == g).sum()) for g in foci) / max(float(case.filled.sum()), 1.0)
     low, high = settings.barras_density_fraction
-    if fluid:
-        density = 5
-    elif not foci:
-        density = 1
-    elif len(foci) >= 3 or fraction >= high:
-        density = 4
-    elif len(foci) == 2 or fraction >= low:
-        density = 3
-    else:
-        density = 2
+    density = 5 if fluid else 1 if not foci else 2 if fraction < low else 3 if fraction < high else 4
     return {"sign_barras_shape": float(shape), "sign_barras_shape_solidity": s, "sign_barras_density": float(density)}
 
 

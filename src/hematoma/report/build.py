@@ -26,6 +26,7 @@ from .segmentation_qa import RULE, TITLE, SegmentationQA, segmentation_qa
 SECTIONS = {
     "performance": "Model performance on the test patients",
     "table1": "Table 1. Patient characteristics by HE status",
+    "signs": "NCCT signs by HE group",
     "table2": "Table 2. Precision, recall and F1 by class (test patients)",
     "ablation": "Ablation: feature sets on the same test patients",
     "baselines": "Baselines on the same test patients",
@@ -215,6 +216,11 @@ def write_report_folder(assessment, out: str | Path, extra: dict | None = None,
         n = assessment.table1.attrs.get("n", {})
         caption = SECTIONS["table1"] + (f" (no HE n={n.get('no HE')}, HE n={n.get('HE')})" if n else "")
         tables[caption] = assessment.table1
+    signs = getattr(assessment, "signs_table", None)
+    if signs is not None:
+        n = signs.attrs.get("n", {})
+        caption = SECTIONS["signs"] + (f" (no HE n={n.get('no HE')}, HE n={n.get('HE')})" if n else "")
+        tables[caption] = signs
     tables[SECTIONS["table2"]] = table2(assessment.metrics)
     tables[SECTIONS["ablation"]] = ablation_table(assessment.ablation)
     tables[SECTIONS["baselines"]] = baselines_table(assessment.baselines)
@@ -226,6 +232,11 @@ def write_report_folder(assessment, out: str | Path, extra: dict | None = None,
         tables[SECTIONS["coefficients"]] = assessment.coefficients
     tables[SECTIONS["split"]] = assessment.split_sizes
     notes = list(assessment.notes)
+    if signs is not None:
+        notes.append("NCCT signs by HE group: signs detected by hematoma.features.signs as defined by Morotti et al., "
+                     "Ann Neurol 2019 (standards) and the originals cited there, on the Table 1's patients; flags n (%) "
+                     "with the Table 1's test of a binary variable, Barras grades and the BAT score median [IQR] with "
+                     "the Mann-Whitney U test; BAT >= 3 is the high-risk cut-off of Morotti et al., Stroke 2018")
     for entry in assessment.baselines.values():
         if entry.get("name") == "BRAIN score" and entry.get("status") == "ok":
             notes.append("BRAIN score: Wang et al., Stroke 2015; its published risks are for growth >= 6 mL at 24 h")

@@ -24,6 +24,7 @@ class Section:
     facts: dict = field(default_factory=dict)  # label -> text, or a list of lines
     table: pd.DataFrame | None = None
     caption: str = ""
+    figures: dict[str, Path] = field(default_factory=dict)  # caption -> PNG file, shown in the section
 
 
 @dataclass
@@ -60,7 +61,8 @@ def render_report(content: ReportContent) -> str:
         figures={caption: _embed(path) for caption, path in content.figures.items()},
         sections=[{"title": s.title, "paragraphs": s.paragraphs, "caption": s.caption,
                    "facts": {k: [v] if isinstance(v, str) else list(v) for k, v in s.facts.items()},
-                   "table": None if s.table is None else _table_html(s.table)} for s in content.sections],
+                   "table": None if s.table is None else _table_html(s.table),
+                   "figures": {caption: _embed(path) for caption, path in s.figures.items()}} for s in content.sections],
         notes=content.notes,
         settings=content.settings,
         versions=content.versions,

@@ -26,15 +26,21 @@ What each sign looks like (definitions: Morotti et al., Ann Neurol 2019, and the
   other: separate components of the truth mask.  >= 3 of them: island sign (and satellite); 1-2:
   satellite sign.  They count in the volume: the main clot gives up as many voxels as they hold.
 
-Barras grades (Barras et al., Stroke 2009: categories 1-2 regular / homogeneous, 3-5 irregular /
-heterogeneous), as the generator sets them from what it rendered and the detector measures them:
+Barras grades (Barras et al., Stroke 2009), one mapping shared word for word by the generator
+(hematoma.synthetic.sign_rendering) and the detector (hematoma.features.signs).  Barras's 5-point
+scales add one degree of margin irregularity (shape) or of density variation (density) per
+category; categories 1-2 are regular / homogeneous and 3-5 irregular / heterogeneous; density 5 is a
+fluid level and shape 5 has separated parts.  The scales are visual (no numbers published): the
+cut-offs below are ours, one category per step, mapped to what both sides measure:
 
-* barras_density: 5 if a fluid level; else from the hypodense fraction ``f`` (voxels of the rendered
-  hypodense regions / voxels of the main clot): 1 if f = 0 (homogeneous), 2 if f < 0.08, 3 if
-  0.08 <= f < 0.20, 4 if f >= 0.20.
-* barras_shape: 5 if any separate bleed (island or satellite: "separated parts"); else from the
-  solidity ``s`` (area / convex-hull area) of the main clot on its largest axial slice: 1 if
-  s >= 0.93, 2 if 0.87 <= s < 0.93, 3 if 0.80 <= s < 0.87, 4 if s < 0.80.
+* barras_shape: 5 if any small bleed lies separate from the main clot (island or satellite: the
+  "separated parts"); else from the solidity s of the main clot on its largest axial slice (pixels
+  over the lattice points of the convex hull of the pixel centres, so a digital disc scores 1 at any
+  pixel size): 1 if s >= 0.93 (round or ellipsoid), 2 if 0.87 <= s < 0.93, 3 if 0.80 <= s < 0.87,
+  4 if s < 0.80 (lobulated).
+* barras_density: 5 if a fluid level; else from the hypodense fraction f (volume of the hypodense
+  regions, >= 10 HU below the clot, over the clot's volume): 1 if there is none (homogeneous), 2 if
+  f < 0.08, 3 if 0.08 <= f < 0.20, 4 if f >= 0.20 (large hypodense areas).
 """
 
 from __future__ import annotations
@@ -189,21 +195,26 @@ def barras_density(fluid_level: bool, hypodense_fraction: float) -> int:
     return 2 if hypodense_fraction < low else 3 if hypodense_fraction < high else 4
 
 
-def largest_slice_solidity(main: np.ndarray, spacing_yx) -> float:
-    """Area / convex-hull area of the main clot on its largest axial slice (pixels as squares)."""
+def largest_slice_solidity(main: np.ndarray, spacing_yx=None) -> float:
+    """Solidity of the main clot on its largest axial slice (Barras mapping in the module docstring).
+
+    Pixels over the lattice points of the convex hull of the pixel centres (Pick's theorem: area +
+    boundary / 2 + 1), as the detector measures it; the ratio does not depend on the pixel size.
+    """
     areas = main.reshape(main.shape[0], -1).sum(axis=1)
     if not areas.any():
         return 1.0
-    plane = main[int(np.argmax(areas))]
-    sy, sx = spacing_yx
-    j, i = np.nonzero(plane)
-    corners = np.concatenate([np.stack([(j + dj) * sy, (i + di) * sx], axis=1)
-                              for dj in (-0.5, 0.5) for di in (-0.5, 0.5)])
-    try:
-        hull_area = ConvexHull(corners).volume
-    except QhullError:
+    points = np.argwhere(main[int(np.argmax(areas))])
+    if len(points) < 3:
         return 1.0
-    return float(min(len(j) * sy * sx / hull_area, 1.0))
+    try:
+        hull = ConvexHull(points)
+    except QhullError:  # collinear pixels: a line is convex
+        return 1.0
+    vertices = points[hull.vertices]
+    edges = np.abs(np.diff(np.vstack([vertices, vertices[:1]]), axis=0))
+    boundary = int(np.gcd(edges[:, 0], edges[:, 1]).sum())
+    return float(min(len(points) / (hull.volume + boundary / 2 + 1), 1.0))
 
 
 def barras_shape(separate_parts: int, solidity: float) -> int:
