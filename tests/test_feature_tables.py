@@ -129,7 +129,7 @@ def test_a_table_without_feature_columns_names_the_file(trained, tmp_path):
     path = _variant(trained, tmp_path, lambda t, _: t[["patient_id", "he", "followup_volume_ml"]])
     commands = _commands(trained, path, tmp_path)
     line = _one_line(runner.invoke(app, commands["train"]))
-    assert str(path) in line and "has no rad_, clin_, cnn_ or sign_ feature columns" in line
+    assert str(path) in line and "has no rad_, clin_, cnn_, sign_ or deep_ feature columns" in line
     line = _one_line(runner.invoke(app, commands["evaluate"]))
     assert str(path) in line and "rad_f0" in line  # the columns the model needs
 

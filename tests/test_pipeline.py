@@ -68,7 +68,8 @@ def test_ablation_and_baselines_are_on_the_same_test_patients(synthetic_run):
     n_test = metrics["model"]["n"]
     ablation = {row["feature_set"]: row for row in metrics["ablation"]}
     assert set(ablation) == {"radiomics", "clinical", "cnn", "signs", "radiomics+clinical", "signs+clinical",
-                             "radiomics+clinical+signs", "hybrid"}
+                             "radiomics+clinical+signs", "hybrid", "ct-network", "radiomics+clinical+ct-network"}
+    assert ablation["ct-network"]["status"] == "skipped"  # no deep_ columns without --method deep
     assert ablation["signs"]["status"] == ablation["signs+clinical"]["status"] == "ok"  # every case has its signs
     assert ablation["radiomics+clinical"]["auc"] == pytest.approx(metrics["model"]["auc"])  # the model itself
     assert ablation["radiomics"]["status"] == ablation["clinical"]["status"] == "ok"
@@ -202,7 +203,7 @@ def test_optional_groups_reach_the_search_and_the_summary_names_the_groups_used(
     assert ("left out by the inner CV: cnn" in " ".join(result.output.split())) == ("cnn" not in used)
     search = load_model(model).estimator
     assert {str(p.get("select__group_k")) for p in search.cv_results_["params"]} == {"None", "{'cnn': 0}"}
-    result = runner.invoke(app, ["train", str(table_with_fake_cnn), "--out", str(tmp_path / "m2"), "--optional-groups", "deep"])
+    result = runner.invoke(app, ["train", str(table_with_fake_cnn), "--out", str(tmp_path / "m2"), "--optional-groups", "bogus"])
     assert "unknown feature group" in _one_line_error(result)
 
 

@@ -77,7 +77,7 @@ ID_COLUMN, LABEL_COLUMN = "patient_id", "he"
 # stored case is then recomputed on the next run.
 CASE_FORMAT = 1
 META_COLUMNS = (LABEL_COLUMN, "baseline_volume_ml", "followup_volume_ml", "growth_ml")
-FEATURE_PREFIXES = ("rad_", "clin_", "cnn_", "sign_")
+FEATURE_PREFIXES = ("rad_", "clin_", "cnn_", "sign_", "deep_")
 BASELINE_VOLUME_FEATURE = "clin_baseline_volume_ml"
 MASK_NAMES = {"baseline": "baseline_mask.nii.gz", "followup": "followup_mask.nii.gz"}
 SEG_NAME = "baseline_mask_seg.dcm"  # with --seg, for a DICOM baseline CT

@@ -7,7 +7,7 @@ what the authors' public code got wrong (scaling before the split).
 
 Pipeline steps::
 
-    groups  FeatureGroupSelector   keep rad_/clin_/cnn_/sign_ columns of the chosen groups;
+    groups  FeatureGroupSelector   keep rad_/clin_/cnn_/sign_/deep_ columns of the chosen groups;
                                    refuse meta columns (follow-up volume would leak the label)
     impute  SimpleImputer(median, add_indicator=True, keep_empty_features=True)
                                    missing values are common in clinical tables; an all-NaN
@@ -62,10 +62,11 @@ from threadpoolctl import threadpool_limits
 
 from .errors import InputError
 
-FEATURE_PREFIXES = {"rad": "rad_", "clin": "clin_", "cnn": "cnn_", "sign": "sign_"}
+FEATURE_PREFIXES = {"rad": "rad_", "clin": "clin_", "cnn": "cnn_", "sign": "sign_", "deep": "deep_"}
 # Feature sets for the ablation table: "radiomics+clinical" is the paper's
 # Model 2, "hybrid" (all three sources) its final model; the NCCT signs
-# (hematoma.features.signs) alone, with the clinical variables, and added to Model 2.
+# (hematoma.features.signs) alone, with the clinical variables, and added to Model 2;
+# the CT-pretrained network's features (deep_) alone and added to Model 2, beside the paper's Inception (cnn_).
 # A set whose groups a table lacks is left out of the table.
 FEATURE_SETS = {
     "radiomics": ("rad",),
@@ -76,6 +77,8 @@ FEATURE_SETS = {
     "signs+clinical": ("sign", "clin"),
     "radiomics+clinical+signs": ("rad", "clin", "sign"),
     "hybrid": ("rad", "clin", "cnn"),
+    "ct-network": ("deep",),  # BLAST-CT's activations (hematoma.features.ct_network), a CT-pretrained deep branch
+    "radiomics+clinical+ct-network": ("rad", "clin", "deep"),
 }
 CLASSIFIERS = ("auto", "svm", "logistic", "gradient_boosting")
 SVM_CALIBRATION_FOLDS = 3
@@ -159,7 +162,7 @@ class FeatureGroupSelector(TransformerMixin, BaseEstimator):
         if meta:
             raise InputError(
                 None,
-                f"the model takes only rad_/clin_/cnn_/sign_ feature columns; got meta columns {meta[:10]}"
+                f"the model takes only rad_/clin_/cnn_/sign_/deep_ feature columns; got meta columns {meta[:10]}"
                 + (" ..." if len(meta) > 10 else ""),
             )
         chosen = tuple(FEATURE_PREFIXES[g] for g in groups)
@@ -192,7 +195,7 @@ class FeatureGroupSelector(TransformerMixin, BaseEstimator):
     @staticmethod
     def _check_frame(X) -> pd.DataFrame:
         if not isinstance(X, pd.DataFrame):
-            raise InputError(None, "the model needs a pandas DataFrame with rad_/clin_/cnn_/sign_ column names")
+            raise InputError(None, "the model needs a pandas DataFrame with rad_/clin_/cnn_/sign_/deep_ column names")
         return X
 
     @staticmethod

@@ -35,7 +35,7 @@ ID = "patient_id"
 LABEL = "he"
 FEATURE_FILES = ("features.parquet", "features.csv")
 PROTOCOLS = ("paper", "nested-cv", "external")
-GROUPS = ("rad", "clin", "cnn", "sign")
+GROUPS = ("rad", "clin", "cnn", "sign", "deep")
 PAPER_GROUPS = ("rad", "clin", "cnn")  # the paper's hybrid: `hematoma run`'s model; the signs go in its ablation
 CLASSIFIER_NAMES = {"auto": "auto", "svm": "svm", "logistic": "logistic", "gbm": "gradient_boosting",
                     "gradient_boosting": "gradient_boosting"}
@@ -236,7 +236,7 @@ def groups_in(table: pd.DataFrame, groups: tuple[str, ...] | None, where=None) -
     present = tuple(g for g in GROUPS if feature_columns(table, (g,)))
     if groups is None:
         if not present:
-            raise InputError(where, "has no rad_, clin_, cnn_ or sign_ feature columns")
+            raise InputError(where, "has no rad_, clin_, cnn_, sign_ or deep_ feature columns")
         return present
     absent = [g for g in groups if g not in present]
     if absent:

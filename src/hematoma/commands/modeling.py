@@ -15,8 +15,8 @@ from .pacs import AUTH_FILE, CA_BUNDLE, CLIENT_CERT, INSECURE, SERVER
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
-_FEATURES_HELP = ("Feature groups: comma-separated of rad, clin, cnn, sign (the NCCT signs) (default: every group the "
-                  "table has).")
+_FEATURES_HELP = ("Feature groups: comma-separated of rad, clin, cnn, sign (the NCCT signs), deep (the BLAST-CT network's "
+                  "activations) (default: every group the table has).")
 _SCALING_HELP = ("Column scaling: standard (z-scores, the paper's; default) or quantile (to a normal through training "
                  "quantiles; robust to skew and outliers).")
 _SCOPE_HELP = ("SelectKBest's k: group (the k best of each feature group; default) or all (one ranking of every column, "
