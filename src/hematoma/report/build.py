@@ -28,6 +28,7 @@ SECTIONS = {
     "table1": "Table 1. Patient characteristics by HE status",
     "signs": "NCCT signs by HE group",
     "table2": "Table 2. Precision, recall and F1 by class (test patients)",
+    "best": "Which model is best on these test patients (AUC, DeLong 95% CI; p against the model evaluated)",
     "ablation": "Ablation: feature sets on the same test patients",
     "baselines": "Baselines on the same test patients",
     "oracle": "Oracle (synthetic cohort; a reference only, never a feature)",
@@ -210,8 +211,13 @@ def write_report_folder(assessment, out: str | Path, extra: dict | None = None,
     pngs = _figures(assessment, out)
     qa = _segmentation_qa(assessment, features)
     qa_record = {} if qa is None else {"segmentation_qa": to_jsonable(qa.json())}
-    metrics_path = write_json(out / "metrics.json", {**assessment.json(), **qa_record, **(extra or {})})
-    tables = {SECTIONS["performance"]: performance_table(assessment.metrics)}
+    from ..evaluation.ranking import model_ranking, verdict
+
+    ranking = model_ranking(assessment.model_name, assessment.metrics, assessment.ablation, assessment.baselines)
+    best = verdict(ranking, int(assessment.metrics["n"]))
+    ranking_record = {"ranking": to_jsonable(ranking), "best": best}
+    metrics_path = write_json(out / "metrics.json", {**assessment.json(), **ranking_record, **qa_record, **(extra or {})})
+    tables = {SECTIONS["performance"]: performance_table(assessment.metrics), SECTIONS["best"]: ranking}
     if assessment.table1 is not None:
         n = assessment.table1.attrs.get("n", {})
         caption = SECTIONS["table1"] + (f" (no HE n={n.get('no HE')}, HE n={n.get('HE')})" if n else "")
@@ -244,7 +250,7 @@ def write_report_folder(assessment, out: str | Path, extra: dict | None = None,
             notes.append("BAT score: Morotti et al., Stroke 2018 (blend 1, any hypodensity 2, onset-to-CT < 2.5 h 2), "
                          "the signs detected by hematoma.features.signs; probabilities from a logistic fit on the "
                          "training patients")
-    summary = summary_lines(assessment)
+    summary = {"which model is best": "; ".join(best), **summary_lines(assessment)}
     if qa is not None:
         summary["segmentation QA"] = qa.summary()
     content = ReportContent(
