@@ -343,7 +343,11 @@ def dask_client(
             # The scheduler always serves HTTP (health, metrics): on a free loopback
             # port, not 8787, which another cluster may hold.
             dashboard_address="127.0.0.1:0",
-            silence_logs=logging.ERROR,
+            # CRITICAL, not ERROR: a worker whose heartbeat meets the scheduler closing at the end of a run
+            # logged "Failed to communicate with scheduler during heartbeat" and a 30-line traceback into the
+            # user's terminal (seen in `hematoma run` on a busy machine). What a case or a dead worker does
+            # reaches the caller through its future, not through these logs.
+            silence_logs=logging.CRITICAL,
             **cluster_kwargs,
         ) as cluster:
             client = Client(cluster)
