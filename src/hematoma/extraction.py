@@ -174,6 +174,10 @@ def _mask_for_case(ct, ct_path: str, mask_path: str | None, model_path: str | No
     with all masks given does not need to pay.  A given mask that cannot be a
     hematoma (an inverted or filled one) fails the case
     (:func:`hematoma.mask_checks.check_hematoma_mask`).
+
+    With a given mask nothing is segmented: the network does not run and the
+    case has no ``deep_`` columns (those come from the segmentation's run,
+    ``SegmentationResult.features``, with ``--method deep`` or ``both``).
     """
     if mask_path:
         from .io import read_mask
@@ -334,6 +338,8 @@ def extract_case(job: CaseJob) -> CaseOutcome:
             from .features.signs import compute_signs
 
             features.update(compute_signs(ct, mask, job.settings.sign_settings()))
+            if segmented is not None and job.settings.segmenter is not None and job.settings.segmenter.uses_deep:
+                features.update(segmented.features)  # BLAST-CT ran (--method deep/both): its deep_ columns, same run
 
             stage = "write"
             write_image(mask, outputs["baseline"])

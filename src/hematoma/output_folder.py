@@ -67,7 +67,7 @@ def _differences(previous: dict, current: dict, manifest_columns: set[str]) -> l
         different.append(f"has other radiomics parameters ({'the shipped ones' if params == 'default' else params})")
     old_method = (old.get("segmentation") or {}).get("resolved_method", "rules")
     new_method = (new.get("segmentation") or {}).get("resolved_method", "rules")
-    if old.get("segmentation") != new.get("segmentation"):
+    if _masks_record(old.get("segmentation")) != _masks_record(new.get("segmentation")):
         detail = "" if old_method != new_method else " (other weights, models or blood classes)"
         different.append(f"segments with {new_method}{detail} (that one: {old_method})")
     if old.get("segmentation_model_sha1") != new["segmentation_model_sha1"]:
@@ -82,6 +82,11 @@ def _differences(previous: dict, current: dict, manifest_columns: set[str]) -> l
         different.append(f"ignores columns {', '.join(new_ignored) or 'none'} "
                          f"(that one: {', '.join(old_ignored) or 'none'})")
     return different
+
+
+def _masks_record(record: dict | None) -> dict | None:
+    """What the masks depend on: a newer feature marker (the deep_ columns' version) recomputes cases, not refuses."""
+    return None if record is None else {k: v for k, v in record.items() if k != "ct_network_features"}
 
 
 def _describe_owner(previous: dict) -> str:

@@ -216,6 +216,10 @@ class Predictor:
         from .io import read_image, read_mask
         from .volume import mask_volume_ml
 
+        uses_ct_network = any(c.startswith("deep_") for c in self.bundle.feature_columns)
+        if uses_ct_network and (mask is not None or self.segmenter is None or not self.segmenter.uses_deep):
+            raise InputError(self.bundle.path, "the model uses the CT network's deep_ features, computed in BLAST-CT's "
+                                               "segmentation run: predict with --method deep (or both) and no --mask")
         seconds, start = {}, time.perf_counter()
         patient_id = patient_id or (str(clinical[ID].iloc[0]) if clinical is not None and len(clinical) else _stem(ct))
         image = read_image(ct, series_uid=series_uid)
@@ -239,6 +243,8 @@ class Predictor:
 
         sign_values, findings = analyse_signs(image, hematoma, self.signs or SignSettings())
         row.update(sign_values)  # shown to the user whether or not the model uses them
+        if uses_ct_network:  # the network's deep_ columns, from the segmentation run above (features.ct_network)
+            row.update(segmented.features)
         seconds["signs"] = time.perf_counter() - start - sum(seconds.values())
         given = {}
         if clinical is not None:

@@ -21,6 +21,11 @@ inference loop does, faster:
 
 The class map is computed on the 1 mm grid and put back on the input's grid
 by nearest neighbour, as the package's saver does.
+
+``segment(..., blood=...)`` also pools the first model's penultimate feature
+maps over the hematoma, its rim and the oedema while the tiles run (the
+``deep_`` features, :mod:`hematoma.features.ct_network`): each tile's maps are
+kept only until its class map is known.
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ class DeepSegmentation:
     seconds: float = 0.0
     tiles_run: int = 0
     tiles_total: int = 0
+    # Per region ("hematoma", "rim", "oedema"): (mean, max per penultimate channel, voxels), when asked for
+    # (``segment(blood=...)``; features.ct_network.RegionPooler.result).
+    pooled: dict | None = None
 
     def mask(self, classes: str = DEFAULT_HEMATOMA_CLASSES) -> sitk.Image:
         """UInt8 0/1 mask of the chosen blood classes (see ``HEMATOMA_CLASSES``)."""
@@ -151,12 +159,29 @@ class DeepSegmenter:
 
     # --- inference ------------------------------------------------------------------
 
-    def segment(self, image: sitk.Image, source=None, progress=None) -> DeepSegmentation:
-        """Class map of ``image`` (2D slice or 3D volume in HU) on its own grid."""
+    @property
+    def n_channels(self) -> int:
+        """Channels of the penultimate feature maps (those feeding the final 1x1x1 block)."""
+        from ..features.ct_network import penultimate_channels
+
+        return penultimate_channels(self.folder.config)
+
+    def segment(self, image: sitk.Image, source=None, progress=None, blood: str | None = None) -> DeepSegmentation:
+        """Class map of ``image`` (2D slice or 3D volume in HU) on its own grid.
+
+        ``blood``: the hematoma's classes (``HEMATOMA_CLASSES``); given, the first model's penultimate
+        maps are pooled over the hematoma, its rim and the oedema in the same run (``pooled``).
+        """
         started = time.perf_counter()
         grid = self.resample(image, source)
         planes = None if self.all_tiles else needed_planes(grid, sitk.JoinSeries(image) if image.GetDimension() == 2 else image)
-        probabilities, run, total = self.probabilities(self.normalise(sitk.GetArrayFromImage(grid)), progress, planes)
+        volume = self.normalise(sitk.GetArrayFromImage(grid))
+        pooler = None
+        if blood is not None:
+            from ..features.ct_network import RegionPooler
+
+            pooler = RegionPooler(volume.shape, hematoma_classes(blood), self.n_channels, spacing=grid.GetSpacing()[::-1])
+        probabilities, run, total = self.probabilities(volume, progress, planes, pooler)
         classes = np.argmax(probabilities, axis=0).astype(np.uint8)
         labels = sitk.GetImageFromArray(classes)
         labels.CopyInformation(grid)
@@ -166,7 +191,8 @@ class DeepSegmenter:
             labels = labels[:, :, 0]
             labels.CopyInformation(image)
         return DeepSegmentation(labels=labels, weights=self.provenance, weights_source=self.folder.source,
-                                seconds=time.perf_counter() - started, tiles_run=run, tiles_total=total)
+                                seconds=time.perf_counter() - started, tiles_run=run, tiles_total=total,
+                                pooled=None if pooler is None else pooler.result())
 
     def tile_for(self, shape) -> tuple[int, int, int]:
         """Per axis, the multiple of 15 (up to ``tile_mm``) that costs least.
@@ -180,10 +206,12 @@ class DeepSegmenter:
             tile.append(min(sizes, key=lambda t: (-(-n // t) * (t + 16), -t)))
         return tuple(tile)
 
-    def probabilities(self, volume: np.ndarray, progress=None, planes=None) -> tuple[np.ndarray, int, int]:
+    def probabilities(self, volume: np.ndarray, progress=None, planes=None, pooler=None) -> tuple[np.ndarray, int, int]:
         """Mean softmax of the models, (classes, z, y, x), for a window-normalised volume on the 1 mm grid.
 
         ``planes``: the z indices whose output is needed (None: all); the others are left as background.
+        ``pooler``: a features.ct_network.RegionPooler given each tile's class probabilities and the first
+        model's penultimate maps as the tile runs.
         """
         import torch
 
@@ -194,18 +222,56 @@ class DeepSegmenter:
         n_classes = self.folder.config["data"]["num_classes"]
         out = np.zeros((n_classes,) + tuple(c * t for c, t in zip(counts, tile)), dtype=np.float32)
         out[0] = 1.0  # background where no tile runs
-        floor = -1.0 + 1e-6
-        starts = [(iz, iy, ix) for iz in range(counts[0]) for iy in range(counts[1]) for ix in range(counts[2])]
+        jobs = self._plan(padded, tile, counts, planes)
+        if pooler is not None:
+            for job in jobs:
+                if job is not None:
+                    pooler.expect(job[2], job[1])
         run = 0
-        for index in starts:
+        for job in jobs:
+            if job is None:  # a tile of air (or of no wanted plane): background
+                if progress is not None:
+                    progress()
+                continue
+            lo, local, own, size = job
+            patch = padded[tuple(slice(a, a + t + 2 * m) for a, t, m in zip(lo, size, self.margin))]
+            x = torch.from_numpy(np.ascontiguousarray(patch))[None, None].to(self.device)
+            if self.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            with torch.inference_mode():
+                total, features = None, None
+                for i, network in enumerate(self.networks):
+                    if i == 0 and pooler is not None:  # the first model's maps: the models' channels do not correspond
+                        logits, features = forward_features(network, x, local)
+                    else:
+                        logits = network(x)[0] if local is None else forward_planes(network, x, local)
+                    p = torch.softmax(logits, dim=1)
+                    total = p if total is None else total + p
+                mean = (total / len(self.networks))[0].float().cpu().numpy()
+                if local is None:
+                    out[(slice(None),) + own] = mean
+                else:
+                    out[(slice(None), np.asarray(local) + lo[0]) + own[1:]] = mean
+                if pooler is not None:
+                    pooler.add(own, local, mean, features[0])
+                del features  # the tile's maps live only until pooled
+            run += 1
+            if progress is not None:
+                progress()
+        return out[(slice(None),) + tuple(slice(0, n) for n in shape)], run, len(jobs)
+
+    def _plan(self, padded, tile, counts, planes) -> list:
+        """Per tile of the grid: None (not run) or (start, computed z offsets or None, output slices, size)."""
+        floor = -1.0 + 1e-6
+        jobs = []
+        for index in [(iz, iy, ix) for iz in range(counts[0]) for iy in range(counts[1]) for ix in range(counts[2])]:
             lo = [i * t for i, t in zip(index, tile)]
             own = tuple(slice(a, a + t) for a, t in zip(lo, tile))
             inside = tuple(slice(a + m, a + m + t) for a, m, t in zip(lo, self.margin, tile))
             local = None if planes is None else [p - lo[0] for p in planes if lo[0] <= p < lo[0] + tile[0]]
             wanted = padded[inside] if local is None else padded[inside][local]
             if not self.all_tiles and (local == [] or not (wanted > floor).any()):
-                if progress is not None:
-                    progress()
+                jobs.append(None)
                 continue
             size = list(tile)
             if not self.all_tiles:  # shrink the tile to the 15 mm steps that hold tissue: the rest is air
@@ -213,25 +279,8 @@ class DeepSegmenter:
                 own = tuple(slice(a, a + t) for a, t in zip(lo, size))
             if local is not None and len(local) == size[0]:
                 local = None  # every plane: the plain forward pass
-            patch = padded[tuple(slice(a, a + t + 2 * m) for a, t, m in zip(lo, size, self.margin))]
-            x = torch.from_numpy(np.ascontiguousarray(patch))[None, None].to(self.device)
-            if self.device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last_3d)
-            with torch.inference_mode():
-                total = None
-                for network in self.networks:
-                    logits = network(x)[0] if local is None else forward_planes(network, x, local)
-                    p = torch.softmax(logits, dim=1)
-                    total = p if total is None else total + p
-            mean = (total / len(self.networks))[0].float().cpu().numpy()
-            if local is None:
-                out[(slice(None),) + own] = mean
-            else:
-                out[(slice(None), np.asarray(local) + lo[0]) + own[1:]] = mean
-            run += 1
-            if progress is not None:
-                progress()
-        return out[(slice(None),) + tuple(slice(0, n) for n in shape)], run, len(starts)
+            jobs.append((lo, local, own, size))
+        return jobs
 
 
 def _shrink_to_tissue(lo, tile, local, tissue):
@@ -287,10 +336,25 @@ def forward_planes(network, x, planes: list[int]):
     wanted planes; the fully connected (1x1x1) layers run on those planes.
     Same arithmetic per voxel as ``network(x)``.
     """
+    return network.fully_connected(_joined_pathways(network, x, planes))
+
+
+def forward_features(network, x, planes: list[int] | None = None):
+    """(logits, penultimate maps) of tile ``x``: the maps are the output of the fully connected blocks but the
+    last (the input of the final 1x1x1 classification block), at every output voxel or at ``planes`` only.
+    Same arithmetic as ``network(x)`` / :func:`forward_planes`; one pass."""
+    penultimate = network.fully_connected[:-1](_joined_pathways(network, x, planes))
+    return network.fully_connected[-1](penultimate), penultimate
+
+
+def _joined_pathways(network, x, planes: list[int] | None):
+    """The three pathways' outputs, concatenated (what DeepMedic's fully connected blocks read)."""
     import torch
     from blast_ct.models.base import crop_center
 
     output_size = network.get_output_size(tuple(x.shape[2:]))
+    if planes is None:  # DeepMedic.forward, step for step
+        return torch.cat([path(x, output_size) for path in network.paths], dim=1)
     activations = []
     for path in network.paths:
         layers = list(path.path)  # DownSample, PreActBlocks, UpSample
@@ -309,7 +373,7 @@ def forward_planes(network, x, planes: list[int]):
         slabs = torch.cat([h[:, :, p:p + 3] for p in planes], dim=0)  # the last 3x3x3 block reads planes p..p+2
         last = layers[-2](slabs)  # (planes, C, 1, y, x)
         activations.append(last[:, :, 0].transpose(0, 1).unsqueeze(0))
-    return network.fully_connected(torch.cat(activations, dim=1))
+    return torch.cat(activations, dim=1)
 
 
 def _input_margin(network) -> tuple[int, int, int]:

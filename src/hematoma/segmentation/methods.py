@@ -18,7 +18,12 @@
 
 Every result carries the columns the network measures beside the hematoma
 (``ivh_volume_ml``, ``phe_volume_ml``: intraventricular blood and perihematomal
-oedema, both known markers after ICH) and the provenance of its mask.
+oedema, both known markers after ICH) and the provenance of its mask.  When
+the network ran (``deep``, ``both``), ``features`` holds its ``deep_`` columns
+(:mod:`hematoma.features.ct_network`: its penultimate maps pooled over its own
+hematoma of the chosen blood classes, the rim and the oedema, from the same
+run); for ``both`` they describe the network's regions even where the mask is
+the rules'.
 """
 
 from __future__ import annotations
@@ -88,7 +93,9 @@ class SegmenterSettings:
         if self.uses_deep:
             segmenter = deep_segmenter(self.weights, self.n_models)
             record.update({"blood_classes": self.blood, "n_models": self.n_models,
-                           "weights_source": segmenter.folder.source, "weights": segmenter.provenance})
+                           "weights_source": segmenter.folder.source, "weights": segmenter.provenance,
+                           # the deep_ columns (features.ct_network): a folder extracted before them is recomputed
+                           "ct_network_features": 1})
         return record
 
 
@@ -138,6 +145,8 @@ class SegmentationResult:
     # Other structures the segmenter outlined, by hematoma.io.dicom_seg.STRUCTURES name ("ivh", "oedema": BLAST-CT's
     # classes 4 and 3), for a DICOM SEG with one segment each; empty for the rules.
     structures: dict[str, sitk.Image] = field(default_factory=dict)
+    # The network's deep_ columns (features.ct_network) when it ran; empty for the rules.
+    features: dict[str, float] = field(default_factory=dict)
 
 
 def segment_with(image: sitk.Image, settings: SegmenterSettings, model=None, source: str | Path | None = None) -> SegmentationResult:
@@ -148,7 +157,9 @@ def segment_with(image: sitk.Image, settings: SegmenterSettings, model=None, sou
     columns = {name: float("nan") for name in SEGMENTATION_COLUMNS}
     if method == "rules":
         return SegmentationResult(segment_hemorrhage(image, model=model, source=source), "rules", columns)
-    deep = deep_segmenter(settings.weights, settings.n_models).segment(image, source)
+    from ..features.ct_network import ct_network_features
+
+    deep = deep_segmenter(settings.weights, settings.n_models).segment(image, source, blood=settings.blood)
     deep_mask = deep.mask(settings.blood)
     volumes = deep.volumes_ml()
     columns.update(ivh_volume_ml=volumes["ivh"], phe_volume_ml=volumes["oedema"])
@@ -156,6 +167,7 @@ def segment_with(image: sitk.Image, settings: SegmenterSettings, model=None, sou
     result = SegmentationResult(deep_mask, "deep", columns) if method == "deep" else \
         _combine(image, deep_mask, settings, model, source, columns)
     result.structures = structures
+    result.features = ct_network_features(deep.pooled, volumes)
     return result
 
 
