@@ -264,3 +264,13 @@ def test_the_cohort_report_has_the_signs_table(synthetic_run):
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     variables = [row["variable"] for row in metrics["signs_table"]]
     assert "black hole" in variables and "Barras shape (1-5)" in variables and "BAT score (0-5)" in variables
+
+
+def test_a_rewritten_report_leaves_no_figure_of_a_sign_not_found_now(black_hole_case, tmp_path):
+    prediction = _prediction(black_hole_case, onset=1.5)
+    absent = next(sign for sign in SIGNS if sign not in {f.sign for f in prediction.sign_findings})
+    stale = sign_figure_path(tmp_path / "patient.html", absent)
+    stale.write_bytes(b"\x89PNG from an earlier report")
+    write_patient_report(prediction, tmp_path / "patient.html", _overlay(tmp_path), overwrite=True)
+    assert not stale.exists()
+    assert sign_figure_path(tmp_path / "patient.html", "black_hole").exists()

@@ -369,6 +369,11 @@ def write_patient_report(prediction: PatientPrediction, path: str | Path, overla
         settings.update({"protocol": bundle.settings.get("protocol"), "trained": bundle.created})
     drawn = {f.sign: draw_sign_figure(prediction.ct, prediction.mask, f, figure_paths[f.sign], overwrite=overwrite).path
              for f in drawable}
+    if overwrite:  # a figure an earlier report drew for a sign not found now would sit beside this report as if current
+        from .features.signs import SIGNS
+
+        for sign in set(SIGNS) - set(drawn):
+            sign_figure_path(path, sign).unlink(missing_ok=True)
     signs = signs_report(prediction.signs, prediction.sign_findings, drawn, onset_hours(prediction))
     content = ReportContent(
         title=f"Hematoma expansion prediction: {prediction.patient_id}",
