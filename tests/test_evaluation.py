@@ -34,7 +34,7 @@ from hematoma.evaluation import (
     youden_threshold,
 )
 from hematoma.evaluation import validation
-from hematoma.model import build_model, fit_model, model_inputs
+from hematoma.model import DEFAULT_CV_REPEATS, build_model, fit_model, model_inputs
 
 from test_model import synthetic_table
 
@@ -328,8 +328,8 @@ def test_no_test_patient_reaches_any_fit(monkeypatch):
     model = fit_model(recording_model(classifier="svm", **SMALL), *model_inputs(train))
     evaluate_model(model, test)
     permutation_top_features(model, test, n_repeats=2)
-    # fit_model's cache fits each fold's steps once for all candidates: 3 inner folds + the refit
-    assert len(RecordFitIds.seen) == 3 + 1
+    # fit_model's cache fits each fold's steps once for all candidates: 3 inner folds x the repeats + the refit
+    assert len(RecordFitIds.seen) == 3 * DEFAULT_CV_REPEATS + 1
     test_ids = set(test["patient_id"])
     assert all(ids and not ids & test_ids for ids in RecordFitIds.seen)
 

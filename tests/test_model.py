@@ -196,7 +196,7 @@ def test_too_few_patients_of_a_class_is_one_clear_error(table):
     few[few == 1] = 0
     few.iloc[:2] = 1
     with pytest.raises(InputError, match="3-fold cross-validation needs at least 3 patients of each class"):
-        fit_model(build_model("logistic", **SMALL), X, few)
+        fit_model(build_model("logistic", cv_repeats=1, **SMALL), X, few)  # repeated: see test_class_count_check_names_the_repeated_cv
     with pytest.raises(InputError, match="with and without HE"):
         fit_model(build_model("logistic", **SMALL), X, y * 0)
 
@@ -283,17 +283,18 @@ def test_fit_model_cache_changes_nothing_but_time(table, threshold):
     assert all(pipeline.memory is None for pipeline in _pipelines(cached))  # nothing left to save
 
 
-def test_fit_cache_shares_fitted_steps_between_candidates(table):
+@pytest.mark.parametrize("repeats", [1, 2])
+def test_fit_cache_shares_fitted_steps_between_candidates(table, repeats):
     X, y = model_inputs(table)
     cache = FitCache()
-    model = build_model(classifier="svm", k_grid=(3, 8), cv=3, grid="small")
+    model = build_model(classifier="svm", k_grid=(3, 8), cv=3, grid="small", cv_repeats=repeats)
     model.estimator.set_params(memory=cache)
     model.fit(X, y)
-    # 4 candidates (2 k x 2 kernels) x 3 folds, then the refit: 4 cached steps each time.
+    # 4 candidates (2 k x 2 kernels) x 3 folds x repeats, then the refit: 4 cached steps each time.
     # Per fold, groups/impute/scale are fitted once and select once per k (3 + 2); the
     # refit fits its 4 steps on new data.
-    assert cache.misses == 3 * (3 + 2) + 4
-    assert cache.hits == (4 * 3 + 1) * 4 - cache.misses
+    assert cache.misses == 3 * repeats * (3 + 2) + 4
+    assert cache.hits == (4 * 3 * repeats + 1) * 4 - cache.misses
     assert all(not Xt.flags.writeable for Xt, _ in cache._store.values() if isinstance(Xt, np.ndarray))
 
 
@@ -386,7 +387,7 @@ def test_search_may_leave_out_an_optional_group_only_where_there_is_a_choice():
     only_cnn = fit_model(build_model(classifier="logistic", groups=("cnn",), optional_groups=("cnn",), **SMALL), X, y)
     assert len(only_cnn.cv_results_["params"]) == len(forced.cv_results_["params"])
     with pytest.raises(InputError, match="optional group"):
-        build_model(optional_groups=("deep",))
+        build_model(optional_groups=("radiology",))  # "deep" became a real group (the CT network's)
 
 
 def test_noise_cnn_columns_are_left_out_and_do_not_cost_auc():
@@ -509,3 +510,97 @@ def test_fitted_families_are_all_trusted():
     for classifier in ("svm", "gradient_boosting"):  # fitted calibrated SVM / TreePredictor states
         model = build_model(classifier, k_grid=(2,), cv=2, grid="small").fit(X, y)
         assert set(sio.get_untrusted_types(data=sio.dumps(model))) <= set(TRUSTED_TYPES)
+
+
+# --------------------------------------------------------------------------- repeated inner CV, elastic net
+
+
+def test_one_repeat_is_the_search_before_repetitions(table):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    X, y = model_inputs(table)
+    model = build_model("auto", cv_repeats=1, elastic_net=False, seed=2, **SMALL)
+    assert type(model.cv) is StratifiedKFold
+    assert (model.cv.n_splits, model.cv.shuffle, model.cv.random_state) == (3, True, 2)
+    solvers = {g["clf"][0].solver for g in model.param_grid if isinstance(g["clf"][0], LogisticRegression)}
+    assert solvers == {"lbfgs"}  # no elastic-net candidate
+    fit_model(model, X, y)
+    assert model.n_splits_ == 3 and "split3_test_score" not in model.cv_results_
+    # the same folds as a plain seeded StratifiedKFold, so the same scores
+    plain = build_model("auto", cv_repeats=1, elastic_net=False, seed=2, **SMALL)
+    plain.set_params(cv=list(StratifiedKFold(3, shuffle=True, random_state=2).split(X, y)))
+    np.testing.assert_allclose(fit_model(plain, X, y).cv_results_["mean_test_score"], model.cv_results_["mean_test_score"])
+    summary = model_summary(model)
+    assert (summary["inner_cv_folds"], summary["inner_cv_repeats"]) == (3, 1)
+
+
+def test_repeated_inner_cv_scores_every_fold_of_every_repeat(table):
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    X, y = model_inputs(table)
+    model = build_model("logistic", cv_repeats=4, seed=1, **SMALL)
+    assert isinstance(model.cv, RepeatedStratifiedKFold) and model.cv.get_n_splits() == 3 * 4
+    fit_model(model, X, y)
+    assert model.n_splits_ == 12
+    scores = np.column_stack([model.cv_results_[f"split{i}_test_score"] for i in range(12)])
+    np.testing.assert_allclose(scores.mean(axis=1), model.cv_results_["mean_test_score"])
+    summary = model_summary(model)
+    assert (summary["inner_cv_folds"], summary["inner_cv_repeats"]) == (3, 4)
+    with pytest.raises(InputError, match="cv_repeats must be a whole number"):
+        build_model(cv_repeats=0)
+
+
+def test_class_count_check_names_the_repeated_cv(table):
+    X, y = model_inputs(table)
+    few = y.copy()
+    few[few == 1] = 0
+    few.iloc[:2] = 1
+    with pytest.raises(InputError, match=r"3-fold cross-validation \(repeated 2 times\) needs at least 3 patients"):
+        fit_model(build_model("logistic", cv_repeats=2, **SMALL), X, few)
+    with pytest.raises(InputError, match=r"3-fold cross-validation \(repeated 2 times\)"):
+        fit_model(build_model("logistic", cv_repeats=2, threshold="youden", threshold_cv=2, **SMALL), X, few)
+
+
+def test_repeated_inner_folds_fit_on_their_training_patients_only(table):
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    class RecordFitIds(TransformerMixin, BaseEstimator):
+        seen: list = []
+
+        def fit(self, X, y=None):
+            RecordFitIds.seen.append(frozenset(X.index))
+            return self
+
+        def transform(self, X):
+            return X
+
+    train, test = table.iloc[:60], table.iloc[60:]
+    X, y = model_inputs(train)
+    model = build_model("logistic", cv_repeats=2, seed=5, **SMALL)
+    model.estimator.steps.insert(0, ("record", RecordFitIds()))
+    fit_model(model, X, y)
+    folds = RepeatedStratifiedKFold(n_splits=3, n_repeats=2, random_state=5).split(X, y)
+    expected = {frozenset(X.index[train_index]) for train_index, _ in folds} | {frozenset(X.index)}
+    assert set(RecordFitIds.seen) == expected and len(expected) == 3 * 2 + 1  # each repeat's folds, then the refit
+    assert not set().union(*RecordFitIds.seen) & set(test["patient_id"])
+
+
+def test_elastic_net_is_an_auto_candidate_and_fits(table):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = model_inputs(table)
+    model = build_model("auto", elastic_net=True, **SMALL)
+    nets = [g for g in model.param_grid if isinstance(g["clf"][0], LogisticRegression) and g["clf"][0].solver == "saga"]
+    assert len(nets) == 1 and nets[0]["clf__l1_ratio"] == [0.5]
+    assert not any(g["clf"][0].solver == "saga" for g in build_model("auto", elastic_net=False, **SMALL).param_grid
+                   if isinstance(g["clf"][0], LogisticRegression))
+    assert not any(isinstance(g["clf"][0], LogisticRegression) and g["clf"][0].solver == "saga"
+                   for g in build_model("svm", **SMALL).param_grid)  # the paper's path stays an SVM search
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # saga converges on these columns
+        net = fit_model(build_model("elastic_net", cv_repeats=2, **SMALL), X, y)
+    summary = model_summary(net)
+    assert summary["classifier"] == "elastic_net" and summary["params"]["l1_ratio"] == 0.5
+    assert summary["inner_cv_auc"] > 0.7
+    assert np.all(np.isfinite(net.predict_proba(X)))

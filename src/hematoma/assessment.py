@@ -222,7 +222,8 @@ def _ablation(bundle, name, train, test, label, settings, progress, notes) -> pd
     others = {n: g for n, g in FEATURE_SETS.items() if n != name}
     kwargs = {"classifier": _classifier(settings), "grid": settings.get("grid", "default"),
               "threshold": settings.get("threshold", "fixed"), "seed": int(settings.get("seed", 0)),
-              "cv": int(settings.get("inner_cv") or 5)}
+              "cv": int(settings.get("inner_cv") or 5),
+              "cv_repeats": int(settings.get("inner_repeats") or 1)}  # a bundle from before repeats: one split
     table, models = ablation(train, test, kwargs, feature_sets=others, label=label, return_models=True, progress=progress)
     scores = {set_name: fitted.predict_proba(X_test)[:, 1] for set_name, fitted in models.items()}
     scores[name] = own

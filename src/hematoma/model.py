@@ -27,6 +27,15 @@ Pipeline steps::
 ``classifier="auto"`` searches all three families in one GridSearchCV (a list of
 grids that swap the ``clf`` step) and keeps the best by inner cross-validated
 ROC AUC: on small clinical tables a plain logistic regression often beats the SVM.
+An elastic-net logistic regression (L1 + L2 penalty, ``saga``; ``elastic_net=True``
+or ``classifier="elastic_net"``) may join that search: the L1 part drops columns
+within the selected ones.  Not the default (no gain measured; see ``DEFAULT_ELASTIC_NET``).
+
+The inner model choice (family, k, C) is scored by ``cv_repeats`` repetitions of
+``cv``-fold stratified CV (``RepeatedStratifiedKFold``; ``cv_repeats=1`` is one
+shuffled ``StratifiedKFold``): on ~75 patients the mean AUC over one 5-fold
+split depends on how the patients fell into the folds, so the choice depends on
+the shuffle.  Default 3 repetitions (``DEFAULT_CV_REPEATS``, measured: fewer bad choices).
 
 SVM probabilities: scikit-learn 1.9 deprecates ``SVC(probability=True)``; the
 winning SVM is wrapped in ``CalibratedClassifierCV(SVC(), method="sigmoid",
@@ -53,7 +62,13 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.feature_selection import SelectorMixin, f_classif, mutual_info_classif
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedKFold, TunedThresholdClassifierCV
+from sklearn.model_selection import (
+    GridSearchCV,
+    ParameterGrid,
+    RepeatedStratifiedKFold,
+    StratifiedKFold,
+    TunedThresholdClassifierCV,
+)
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import QuantileTransformer, StandardScaler
 from sklearn.svm import SVC
@@ -80,7 +95,7 @@ FEATURE_SETS = {
     "ct-network": ("deep",),  # BLAST-CT's activations (hematoma.features.ct_network), a CT-pretrained deep branch
     "radiomics+clinical+ct-network": ("rad", "clin", "deep"),
 }
-CLASSIFIERS = ("auto", "svm", "logistic", "gradient_boosting")
+CLASSIFIERS = ("auto", "svm", "logistic", "elastic_net", "gradient_boosting")
 SVM_CALIBRATION_FOLDS = 3
 # k values beyond the column count are capped at fit time, so one grid serves
 # a 15-column clinical table and a 6000-column CNN table alike.
@@ -88,15 +103,30 @@ DEFAULT_K_GRID = (5, 10, 20, 50, "all")
 # Hyper-parameter grids by size.  "default" keeps a 100-200 patient fit to
 # seconds; "small" is for tests and quick looks; "wide" for a patient user.
 # gamma="scale" is 1 / (n_selected * variance) = 1 / k after scaling.
+# The elastic net's C starts higher than the L2 logistic's: at C = 0.01 its L1
+# part sets every coefficient to 0 on ~75 patients (a constant score, AUC 0.5).
 GRIDS = {
-    "small": {"svm_C": (1.0,), "svm_gamma": ("scale",), "logistic_C": (1.0,)},
-    "default": {"svm_C": (0.1, 1.0, 10.0), "svm_gamma": ("scale",), "logistic_C": (0.01, 0.1, 1.0)},
+    "small": {"svm_C": (1.0,), "svm_gamma": ("scale",), "logistic_C": (1.0,),
+              "elastic_net_C": (1.0,), "elastic_net_l1_ratio": (0.5,)},
+    "default": {"svm_C": (0.1, 1.0, 10.0), "svm_gamma": ("scale",), "logistic_C": (0.01, 0.1, 1.0),
+                "elastic_net_C": (0.1, 1.0), "elastic_net_l1_ratio": (0.5, 0.9)},
     "wide": {
         "svm_C": (0.01, 0.1, 1.0, 10.0, 100.0),
         "svm_gamma": ("scale", 0.001, 0.01, 0.1),
         "logistic_C": (0.001, 0.01, 0.1, 1.0, 10.0),
+        "elastic_net_C": (0.05, 0.1, 0.5, 1.0, 5.0),
+        "elastic_net_l1_ratio": (0.2, 0.5, 0.9),
     },
 }
+# Measured by benchmarks/bench_selection.py (10 stratified halves of 150 synthetic
+# patients, 75 train / 75 test, generator seeds 0 and 1; results/selection.json):
+# 3 repetitions of the inner 5-fold CV vs 1, test AUC change +0.023 and +0.034
+# (radiomics + clinical), -0.003 and +0.001 (with the NCCT signs); the SD over
+# the halves fell in all four (worst half 0.38 -> 0.56 on seed 0) at ~3x the
+# fit time.  The elastic net changed the AUC by +0.021 and +0.002 and is
+# rarely chosen, at ~1.7x the fit time: an option, not the default.
+DEFAULT_CV_REPEATS = 3  # see build_model's cv_repeats
+DEFAULT_ELASTIC_NET = False  # see build_model's elastic_net
 
 
 # --------------------------------------------------------------------------- columns
@@ -456,7 +486,7 @@ class ModelSearch(GridSearchCV):
         return pruned
 
 
-def _param_grids(classifier, k_values, class_weight, seed, grid, group_k_options=(None,)):
+def _param_grids(classifier, k_values, class_weight, seed, grid, group_k_options=(None,), elastic_net=False):
     select = {"select__k": k_values}
     if len(group_k_options) > 1:
         select["select__group_k"] = list(group_k_options)
@@ -469,6 +499,12 @@ def _param_grids(classifier, k_values, class_weight, seed, grid, group_k_options
     if classifier in ("logistic", "auto"):
         logistic = LogisticRegression(class_weight=class_weight, max_iter=5000, random_state=seed)
         grids.append({**select, "clf": [logistic], "clf__C": list(sizes["logistic_C"])})
+    if classifier == "elastic_net" or (classifier == "auto" and elastic_net):
+        # saga: the solver of scikit-learn's for an L1 + L2 penalty; on standardised
+        # columns of ~100 patients it converges within a few hundred passes.
+        net = LogisticRegression(solver="saga", class_weight=class_weight, max_iter=5000, random_state=seed)
+        grids.append({**select, "clf": [net], "clf__C": list(sizes["elastic_net_C"]),
+                      "clf__l1_ratio": list(sizes["elastic_net_l1_ratio"])})
     if classifier in ("gradient_boosting", "auto"):
         # Fixed, conservative settings: a boosting grid would dominate the fit time
         # and overfit the inner folds of a ~100-patient table.
@@ -503,13 +539,19 @@ def build_model(
     scaling: str = "standard",
     selection_scope: str = "group",
     optional_groups=(),
+    cv_repeats: int = DEFAULT_CV_REPEATS,
+    elastic_net: bool = DEFAULT_ELASTIC_NET,
 ):
     """An unfitted estimator: a grid search (:class:`ModelSearch`) over the Pipeline of the module doc.
 
     Parameters
     ----------
-    classifier: ``"auto"`` (SVM, logistic regression and gradient boosting, best by
-        inner CV AUC), ``"svm"`` (the paper's model), ``"logistic"`` or ``"gradient_boosting"``.
+    classifier: ``"auto"`` (SVM, logistic regression, gradient boosting and, with
+        ``elastic_net``, an elastic-net logistic regression, best by inner CV AUC),
+        ``"svm"`` (the paper's model), ``"logistic"`` (L2), ``"elastic_net"`` or
+        ``"gradient_boosting"``.
+    elastic_net: whether ``"auto"`` also searches the elastic-net logistic
+        regression (``GRIDS``' ``elastic_net_C`` x ``elastic_net_l1_ratio``).
     groups: feature groups the model uses (keys of ``FEATURE_PREFIXES``; see ``FEATURE_SETS``).
     k_grid: values for SelectKBest's k, capped to the column count at fit time.
     grid: size of the classifiers' hyper-parameter grids (``GRIDS``): "small",
@@ -534,6 +576,12 @@ def build_model(
         outlying values of real clinical tables).
     class_weight: ``None`` or ``"balanced"``.
     cv, seed: inner stratified, shuffled, seeded folds; scored by ROC AUC.
+    cv_repeats: the inner ``cv``-fold CV is repeated this many times with
+        different shuffles (``RepeatedStratifiedKFold(n_splits=cv,
+        n_repeats=cv_repeats, random_state=seed)``) and each candidate scored
+        by its mean AUC over all ``cv * cv_repeats`` folds; 1 is one shuffled
+        ``StratifiedKFold`` (the search before repetitions).  It multiplies the
+        fit time by ``cv_repeats``.
     threshold: ``"fixed"`` (class = probability >= 0.5) or ``"youden"``: the
         decision threshold is tuned on the training data only, by
         ``TunedThresholdClassifierCV`` maximising balanced accuracy, which is
@@ -559,6 +607,8 @@ def build_model(
         raise InputError(None, f"unknown scaling {scaling!r}; choose from {sorted(SCALERS)}")
     if threshold not in ("fixed", "youden"):
         raise InputError(None, f"threshold must be 'fixed' or 'youden'; got {threshold!r}")
+    if not isinstance(cv_repeats, numbers.Integral) or isinstance(cv_repeats, bool) or cv_repeats < 1:
+        raise InputError(None, f"cv_repeats must be a whole number >= 1; got {cv_repeats!r}")
     optional_groups = (optional_groups,) if isinstance(optional_groups, str) else tuple(optional_groups)
     unknown = sorted(set(optional_groups) - set(FEATURE_PREFIXES))
     if unknown:
@@ -586,9 +636,9 @@ def build_model(
     )
     search = ModelSearch(
         pipeline,
-        _param_grids(classifier, k_values, class_weight, seed, grid, group_k_options),
+        _param_grids(classifier, k_values, class_weight, seed, grid, group_k_options, elastic_net),
         scoring="roc_auc",
-        cv=StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed),
+        cv=inner_splitter(cv, cv_repeats, seed),
         n_jobs=n_jobs,
         refit=True,
         error_score="raise",
@@ -602,6 +652,23 @@ def build_model(
             random_state=seed,
         )
     return search
+
+
+def inner_splitter(cv: int, repeats: int, seed: int):
+    """The search's inner folds: shuffled stratified ``cv``-fold, repeated ``repeats`` times."""
+    if repeats == 1:
+        return StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
+    return RepeatedStratifiedKFold(n_splits=cv, n_repeats=repeats, random_state=seed)
+
+
+def cv_layout(cv) -> tuple[int | None, int]:
+    """``(folds per repetition, repetitions)`` of a splitter; an int is that many folds once."""
+    if isinstance(cv, numbers.Integral):
+        return int(cv), 1
+    if isinstance(cv, RepeatedStratifiedKFold):
+        return int(cv.cvargs["n_splits"]), int(cv.n_repeats)
+    folds = getattr(cv, "n_splits", None)
+    return (int(folds) if folds is not None else None), 1
 
 
 class FitCache:
@@ -693,15 +760,18 @@ def _pipelines(estimator):
 def _check_class_counts(estimator, y) -> None:
     """One clear line instead of scikit-learn's error deep inside the search."""
     counts = pd.Series(np.asarray(y)).value_counts()
-    folds = getattr(getattr(estimator, "cv", None), "n_splits", None)
+    folds, repeats = cv_layout(getattr(estimator, "cv", None))
     if isinstance(estimator, TunedThresholdClassifierCV):
-        folds = max(folds or 0, getattr(getattr(estimator.estimator, "cv", None), "n_splits", 0) or 0)
+        inner, inner_repeats = cv_layout(getattr(estimator.estimator, "cv", None))
+        if (inner or 0) >= (folds or 0):
+            folds, repeats = inner, inner_repeats
     if len(counts) < 2:
         raise InputError(None, f"training needs patients with and without HE; all {len(y)} have label {counts.index[0]}")
     if folds and counts.min() < folds:
+        repeated = f" (repeated {repeats} times)" if repeats > 1 else ""
         raise InputError(
             None,
-            f"{folds}-fold cross-validation needs at least {folds} patients of each class; "
+            f"{folds}-fold cross-validation{repeated} needs at least {folds} patients of each class; "
             f"the training data has {counts.to_dict()} (use fewer folds)",
         )
 
@@ -757,7 +827,10 @@ def model_summary(estimator) -> dict:
     family = {SVC: "svm", LogisticRegression: "logistic", HistGradientBoostingClassifier: "gradient_boosting"}.get(
         type(inner), type(inner).__name__
     )
-    params = {k: v for k, v in inner.get_params().items() if k in ("C", "kernel", "gamma", "learning_rate", "max_depth")}
+    if family == "logistic" and (inner.l1_ratio or 0) > 0:
+        family = "elastic_net"
+    shown = ("C", "kernel", "gamma", "learning_rate", "max_depth", *(("l1_ratio",) if family == "elastic_net" else ()))
+    params = {k: v for k, v in inner.get_params().items() if k in shown}
     summary = {
         "classifier": family,
         "params": {k: (v if isinstance(v, (str, int, float)) or v is None else str(v)) for k, v in params.items()},
@@ -769,6 +842,7 @@ def model_summary(estimator) -> dict:
     }
     if isinstance(search, GridSearchCV):
         summary["inner_cv_auc"] = float(search.best_score_)
+        summary["inner_cv_folds"], summary["inner_cv_repeats"] = cv_layout(search.cv)
     return summary
 
 

@@ -64,6 +64,7 @@ TRUSTED_TYPES = (
     "sklearn.metrics._ranking.roc_auc_score",
     "sklearn.metrics._scorer._CurveScorer",
     "sklearn.metrics._scorer._Scorer",
+    "sklearn.model_selection._split.RepeatedStratifiedKFold",
     "sklearn.model_selection._split.StratifiedKFold",
     "sklearn.utils._metadata_requests.MetadataRequest",
     "sklearn.utils._metadata_requests.MethodMetadataRequest",

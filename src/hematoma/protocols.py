@@ -37,8 +37,8 @@ FEATURE_FILES = ("features.parquet", "features.csv")
 PROTOCOLS = ("paper", "nested-cv", "external")
 GROUPS = ("rad", "clin", "cnn", "sign", "deep")
 PAPER_GROUPS = ("rad", "clin", "cnn")  # the paper's hybrid: `hematoma run`'s model; the signs go in its ablation
-CLASSIFIER_NAMES = {"auto": "auto", "svm": "svm", "logistic": "logistic", "gbm": "gradient_boosting",
-                    "gradient_boosting": "gradient_boosting"}
+CLASSIFIER_NAMES = {"auto": "auto", "svm": "svm", "logistic": "logistic", "elastic_net": "elastic_net",
+                    "gbm": "gradient_boosting", "gradient_boosting": "gradient_boosting"}
 MAX_INNER_FOLDS = 5
 
 
@@ -304,13 +304,18 @@ class TrainSettings:
     seed: int = 0
     outer_splits: int = 5  # nested-cv
     repeats: int = 3  # nested-cv
+    inner_repeats: int | None = None  # repetitions of the inner model-choice CV; None: build_model's default
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
             raise InputError(None, f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         if self.classifier not in CLASSIFIER_NAMES:
-            raise InputError(None, f"unknown classifier {self.classifier!r}; choose from auto, svm, logistic, gbm")
-        from .model import GRIDS, SCALERS, SELECTION_SCOPES
+            raise InputError(None, f"unknown classifier {self.classifier!r}; choose from auto, svm, logistic, elastic_net, gbm")
+        from .model import DEFAULT_CV_REPEATS, GRIDS, SCALERS, SELECTION_SCOPES
+
+        self.inner_repeats = DEFAULT_CV_REPEATS if self.inner_repeats is None else self.inner_repeats
+        if isinstance(self.inner_repeats, bool) or not isinstance(self.inner_repeats, int) or self.inner_repeats < 1:
+            raise InputError(None, f"inner repeats must be a whole number >= 1; got {self.inner_repeats!r}")
 
         if self.grid not in GRIDS:
             raise InputError(None, f"unknown grid {self.grid!r}; choose from {', '.join(GRIDS)}")
@@ -324,7 +329,8 @@ class TrainSettings:
     def model_kwargs(self, groups, cv: int) -> dict:
         return {"classifier": CLASSIFIER_NAMES[self.classifier], "groups": tuple(groups), "grid": self.grid,
                 "scaling": self.scaling, "selection_scope": self.selection_scope,
-                "optional_groups": self.optional_groups, "threshold": self.threshold, "seed": self.seed, "cv": cv}
+                "optional_groups": self.optional_groups, "threshold": self.threshold, "seed": self.seed, "cv": cv,
+                "cv_repeats": self.inner_repeats}
 
 
 @dataclass
@@ -530,7 +536,9 @@ def _external(source: FeatureSource, settings: TrainSettings, test=None, progres
 
 
 def estimator_cv(estimator) -> int | None:
-    """The inner CV folds the fitted search used."""
+    """The inner CV folds (per repetition) the fitted search used."""
+    from .model import cv_layout
+
     search = getattr(estimator, "estimator_", estimator)  # TunedThresholdClassifierCV wraps the search
     cv = getattr(search, "cv", None)
-    return int(getattr(cv, "n_splits", cv)) if cv is not None else None
+    return cv_layout(cv)[0] if cv is not None else None

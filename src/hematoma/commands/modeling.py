@@ -51,12 +51,15 @@ def train(
     feature_groups: Optional[str] = typer.Option(None, "--features", help=_FEATURES_HELP),
     split: Optional[Path] = typer.Option(None, "--split", help="Split file (default: split.csv beside the table; made when absent)."),
     test: Optional[Path] = typer.Option(None, "--test", help="External validation: fit on FEATURES, test on this other table."),
-    classifier: str = typer.Option("auto", "--classifier", help="auto (best of the three by inner CV AUC), svm, logistic or gbm."),
+    classifier: str = typer.Option("auto", "--classifier", help="auto (best family by inner CV AUC), svm, logistic, elastic_net or gbm."),
     grid: str = typer.Option("default", "--grid", help="Hyper-parameter grid size: small, default or wide."),
     scaling: str = typer.Option("standard", "--scaling", help=_SCALING_HELP),
     selection_scope: str = typer.Option("group", "--select-scope", help=_SCOPE_HELP),
     optional_groups: str = typer.Option("none", "--optional-groups", help=_OPTIONAL_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the split (when made) and of every fit."),
+    inner_repeats: Optional[int] = typer.Option(
+        None, "--inner-repeats", min=1,
+        help="Repetitions of the inner 5-fold CV that chooses the model (default 3; 1: one 5-fold split)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --out."),
 ) -> None:
     """Fit the model on FEATURES by a protocol and save it as a bundle (no test patient reaches any fit)."""
@@ -65,7 +68,8 @@ def train(
 
     protocol = protocol or ("external" if test is not None else "paper")
     settings = TrainSettings(protocol=protocol, label=label, groups=feature_groups, classifier=classifier, grid=grid,
-                             scaling=scaling, selection_scope=selection_scope, optional_groups=optional_groups, seed=seed)
+                             scaling=scaling, selection_scope=selection_scope, optional_groups=optional_groups, seed=seed,
+                             inner_repeats=inner_repeats)
     result = train_model(features, out, settings, split=split, test=test, overwrite=overwrite, progress=True)
     summary = result.summary
     dropped = [g for g in summary["groups_present"] if g not in summary["groups_used"]]
@@ -288,6 +292,9 @@ def run(
     scaling: str = typer.Option("standard", "--scaling", help=_SCALING_HELP),
     selection_scope: str = typer.Option("group", "--select-scope", help=_SCOPE_HELP),
     optional_groups: str = typer.Option("none", "--optional-groups", help=_OPTIONAL_HELP),
+    inner_repeats: Optional[int] = typer.Option(
+        None, "--inner-repeats", min=1,
+        help="Repetitions of the inner 5-fold CV that chooses the model (default 3; 1: one 5-fold split)."),
     method: str = typer.Option("rules", "--method", help=_METHOD_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights", help="BLAST-CT weights folder (default: the blast-ct package's)."),
     models: int = typer.Option(1, "--models", min=1, help="BLAST-CT models averaged."),
@@ -305,7 +312,7 @@ def run(
     settings = RunSettings(workers=workers, scheduler=scheduler, groups=feature_groups, classifier=classifier, grid=grid,
                            scaling=scaling, selection_scope=selection_scope, optional_groups=optional_groups, seed=seed,
                            cnn_preset=cnn_preset, cnn_weights=cnn_weights, cnn_epochs=cnn_epochs, device=device,
-                           segmenter=segmenter)
+                           segmenter=segmenter, inner_repeats=inner_repeats)
     result = run_protocol(manifest, out, settings, console=err_console, overwrite=overwrite)
     print_result(result)
 
