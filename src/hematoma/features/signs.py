@@ -121,6 +121,7 @@ from scipy import ndimage as ndi
 
 from ..errors import InputError
 from ..segmentation.brain import fill_holes_inplane
+from ..shape import solidity
 from . import sign_regions as sr
 
 PREFIX = "sign_"
@@ -427,7 +428,7 @@ def _island_view(islands, per_slice, total) -> tuple[int, np.ndarray, str, float
 
 def _barras(case, pieces, group, encapsulated, sharp, labels, fluid, bleeds, settings) -> dict[str, float]:
     areas = case.filled.sum(axis=(1, 2))
-    s = sr.solidity(case.filled[int(np.argmax(areas))])
+    s = solidity(case.filled[int(np.argmax(areas))])
     t1, t2, t3 = settings.barras_solidity
     shape = 5 if bleeds else 1 if s >= t1 else 2 if s >= t2 else 3 if s >= t3 else 4
     foci = {g for p, g, e in zip(pieces, group, encapsulated) if e or sharp(p)}

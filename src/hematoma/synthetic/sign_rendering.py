@@ -49,8 +49,8 @@ import math
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import ConvexHull, QhullError
 
+from ..shape import solidity
 from .signs import SignPlan
 
 MARGIN_MM = 4.0  # dense clot all round an encapsulated region, in-plane (>= 2 voxels of the 1.8 mm grid)
@@ -204,17 +204,7 @@ def largest_slice_solidity(main: np.ndarray, spacing_yx=None) -> float:
     areas = main.reshape(main.shape[0], -1).sum(axis=1)
     if not areas.any():
         return 1.0
-    points = np.argwhere(main[int(np.argmax(areas))])
-    if len(points) < 3:
-        return 1.0
-    try:
-        hull = ConvexHull(points)
-    except QhullError:  # collinear pixels: a line is convex
-        return 1.0
-    vertices = points[hull.vertices]
-    edges = np.abs(np.diff(np.vstack([vertices, vertices[:1]]), axis=0))
-    boundary = int(np.gcd(edges[:, 0], edges[:, 1]).sum())
-    return float(min(len(points) / (hull.volume + boundary / 2 + 1), 1.0))
+    return solidity(main[int(np.argmax(areas))])
 
 
 def barras_shape(separate_parts: int, solidity: float) -> int:
