@@ -39,6 +39,14 @@ REPORT_ROWS = ("no HE", "HE", "macro avg", "weighted avg")
 REPORT_COLUMNS = ("precision", "recall", "f1-score", "support")
 
 
+def float_or_nan(value) -> float:
+    """``value`` as a float; NaN for None, text or anything else that is not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def to_jsonable(value):
     """Plain JSON values: numpy scalars/arrays to Python, NaN/inf to None, frames to records."""
     if isinstance(value, dict):

@@ -13,16 +13,9 @@ import math
 
 import pandas as pd
 
-PAPER_MODEL = "hybrid"  # radiomics + clinical + CNN: Bo, Xiong et al.'s final model
+from .metrics import float_or_nan as _number
+
 SIGNIFICANCE = 0.05
-
-
-def _number(value) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return number
 
 
 def model_ranking(model_name: str, metrics: dict, ablation: pd.DataFrame | None, baselines: dict) -> pd.DataFrame:

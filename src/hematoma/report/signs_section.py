@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..evaluation.metrics import float_or_nan as _number
 from ..features.signs import SIGNS, bat_score
 from .html import Section
 from .sign_figures import measurement_text, sign_name
@@ -43,14 +44,6 @@ BARRAS_SHAPE = {1: "round or ellipsoid, smooth", 2: "slightly irregular", 3: "ir
 BARRAS_DENSITY = {1: "homogeneous", 2: "one small hypodense area", 3: "a larger hypodense area, or two",
                   4: "three or more hypodense areas, or a large one", 5: "a fluid level"}
 BAT_HIGH = 3  # BAT >= 3: high risk of expansion (Morotti et al., Stroke 2018)
-
-
-def _number(value) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return number
 
 
 def onset_hours(prediction) -> float:
