@@ -43,7 +43,8 @@ SETTINGS = {
     "repeats3+elastic_net": {"cv_repeats": 3, "elastic_net": True},
     "logistic_repeats3": {"classifier": "logistic", "cv_repeats": 3},
 }
-GROUP_SETS = {"rad+clin": ("rad", "clin"), "rad+clin+sign": ("rad", "clin", "sign")}
+GROUP_SETS = {"rad+clin": ("rad", "clin"), "rad+clin+sign": ("rad", "clin", "sign"), "deep": ("deep",),
+              "rad+clin+deep": ("rad", "clin", "deep"), "rad+clin+sign+deep": ("rad", "clin", "sign", "deep")}
 
 
 def machine() -> dict:
@@ -64,6 +65,23 @@ def cohort2(run: Path):
     return kept, "cohort 2 (the split's train + test parts)"
 
 
+def join_deep(table, files: list[Path], seed: int):
+    """Add the deep_ columns of generator seed ``seed`` (bench_ct_network_gpu.py's tables; a later file's row wins).
+
+    Those tables come from the same scans (their SHA-256 checked against this run's CTs); joined to the rules'
+    feature table they are what ``extract --method both`` gives: the rules' mask, the network's features.
+    """
+    import pandas as pd
+
+    deep = pd.concat([pd.read_csv(f, dtype={"patient_id": str}) for f in files])
+    deep = deep[deep["seed"] == seed].drop_duplicates("patient_id", keep="last").set_index("patient_id")
+    columns = [c for c in deep.columns if c.startswith("deep_")]
+    missing = sorted(set(table["patient_id"]) - set(deep.index))
+    if missing:
+        raise SystemExit(f"deep tables lack {len(missing)} patients of seed {seed}, e.g. {missing[:3]}")
+    return table.join(deep[columns], on="patient_id")
+
+
 def summarise(values: list[float]) -> dict:
     return {"mean": round(statistics.mean(values), 4),
             "sd": round(statistics.stdev(values), 4) if len(values) > 1 else None,
@@ -80,6 +98,9 @@ def main() -> None:
     parser.add_argument("--groups", default="rad+clin,rad+clin+sign", help=f"Comma-separated, from {', '.join(GROUP_SETS)}.")
     parser.add_argument("--only", default="", help="setting@groups pairs to run (comma-separated); default: all pairs.")
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file to update (default: %(default)s).")
+    parser.add_argument("--deep-table", type=Path, action="append", default=[],
+                        help="deep_ columns (bench_ct_network_gpu.py); repeat: a later file's rows win.")
+    parser.add_argument("--deep-seed", type=int, default=0, help="Generator seed of this run's cohort in the deep tables.")
     parser.add_argument("--label", default="", help="Name of this measurement in the results file (default: the run folder).")
     args = parser.parse_args()
 
@@ -90,6 +111,8 @@ def main() -> None:
     from hematoma.model import build_model, fit_model, model_inputs, model_summary
 
     table, patients = cohort2(args.run)
+    if args.deep_table:
+        table = join_deep(table, args.deep_table, args.deep_seed)
     truth = {}
     for pid in table["patient_id"]:
         record = json.loads((args.cohort / "records" / f"{pid}.json").read_text())["truth"]

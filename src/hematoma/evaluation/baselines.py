@@ -6,6 +6,10 @@
 - ``clinical_logistic``: logistic regression on the clinical (``clin_``)
   variables: median imputation with missing indicators, scaling, L2-penalised
   logistic regression, fitted on the training patients only.
+- ``known_predictors``: L2 logistic regression on the published HE predictors
+  only, each on its known scale (:mod:`hematoma.known_predictors`: log volume,
+  log onset-to-CT time, anticoagulation, INR, SBP, platelets, log D-dimer, GCS,
+  the NCCT sign flags), C by repeated inner CV on the training patients.
 - ``brain_score``: the BRAIN score (below), no fitting; probabilities from its
   published score-to-risk table.
 
@@ -42,6 +46,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from ..known_predictors import KNOWN_PREDICTORS, known_predictor_model
 from ..model import FeatureGroupSelector, feature_columns, fit_model, model_inputs
 from .metrics import auc_ci, delong_test, evaluate_predictions, to_jsonable
 
@@ -198,6 +203,22 @@ def evaluate_baselines(
         )
     else:
         results["clinical_logistic"] = {"status": "skipped", "notes": ["no clin_ columns"]}
+
+    known = [c for c in KNOWN_PREDICTORS if c in train_table.columns and c in test_table.columns]
+    y_train = _labels(train_table, label)
+    folds = min(5, int(y_train.value_counts().min())) if y_train.nunique() == 2 else 0
+    if known and folds < 2:
+        results["known_predictors"] = {"status": "skipped", "notes": ["too few training patients of a class for its inner CV"]}
+    elif known:
+        model = fit_model(known_predictor_model(seed, cv=folds), train_table[known], y_train.to_numpy())
+        probability = pd.Series(model.predict_proba(test_table[known])[:, 1], index=y_test.index)
+        absent = [c for c in KNOWN_PREDICTORS if c not in known]
+        notes = [f"{len(absent)} of its {len(KNOWN_PREDICTORS)} predictors not in the table: {', '.join(absent)}"] if absent else []
+        results["known_predictors"] = _scored(
+            "known-predictor logistic regression", y_test, probability, None, notes, model_scores, ci, seed
+        )
+    else:
+        results["known_predictors"] = {"status": "skipped", "notes": ["none of the known predictors in the table"]}
 
     try:
         score, notes = brain_score(test_table)
