@@ -224,6 +224,8 @@ def _ablation(bundle, name, train, test, label, settings, progress, notes) -> pd
               "threshold": settings.get("threshold", "fixed"), "seed": int(settings.get("seed", 0)),
               "cv": int(settings.get("inner_cv") or 5),
               "cv_repeats": int(settings.get("inner_repeats") or 1)}  # a bundle from before repeats: one split
+    # The feature sets are refitted without the known-predictor prior (a set such as radiomics may hold none of its
+    # variables); the prior alone is the "known-predictor logistic regression" baseline.
     table, models = ablation(train, test, kwargs, feature_sets=others, label=label, return_models=True, progress=progress)
     scores = {set_name: fitted.predict_proba(X_test)[:, 1] for set_name, fitted in models.items()}
     scores[name] = own

@@ -41,6 +41,10 @@ SVM probabilities: scikit-learn 1.9 deprecates ``SVC(probability=True)``; the
 winning SVM is wrapped in ``CalibratedClassifierCV(SVC(), method="sigmoid",
 ensemble=False)`` as its deprecation message recommends (see :class:`ModelSearch`).
 
+``prior="known"`` averages the search's probability with a small logistic
+model of the published HE predictors (:mod:`hematoma.known_predictors`,
+:mod:`hematoma.model_blend`): steadier on ~75 training patients.
+
 Fit with :func:`fit_model`: single-threaded BLAS/OpenMP (faster on ~100-patient
 tables) and a :class:`FitCache` that fits each fold's imputation and scaling once
 for all the grid's candidates instead of once per candidate.
@@ -76,6 +80,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from .errors import InputError
+from .known_predictors import known_predictor_model
+from .model_blend import PriorBlend
 
 FEATURE_PREFIXES = {"rad": "rad_", "clin": "clin_", "cnn": "cnn_", "sign": "sign_", "deep": "deep_"}
 # Feature sets for the ablation table: "radiomics+clinical" is the paper's
@@ -127,6 +133,9 @@ GRIDS = {
 # rarely chosen, at ~1.7x the fit time: an option, not the default.
 DEFAULT_CV_REPEATS = 3  # see build_model's cv_repeats
 DEFAULT_ELASTIC_NET = False  # see build_model's elastic_net
+PRIORS = ("none", "known")
+DEFAULT_PRIOR = "none"  # see build_model's prior
+DEFAULT_PRIOR_WEIGHT = 0.5
 
 
 # --------------------------------------------------------------------------- columns
@@ -541,6 +550,8 @@ def build_model(
     optional_groups=(),
     cv_repeats: int = DEFAULT_CV_REPEATS,
     elastic_net: bool = DEFAULT_ELASTIC_NET,
+    prior: str = DEFAULT_PRIOR,
+    prior_weight: float = DEFAULT_PRIOR_WEIGHT,
 ):
     """An unfitted estimator: a grid search (:class:`ModelSearch`) over the Pipeline of the module doc.
 
@@ -582,6 +593,10 @@ def build_model(
         by its mean AUC over all ``cv * cv_repeats`` folds; 1 is one shuffled
         ``StratifiedKFold`` (the search before repetitions).  It multiplies the
         fit time by ``cv_repeats``.
+    prior: ``"none"`` (the search alone) or ``"known"``: the search's probability
+        averaged with that of the known-predictor logistic regression
+        (:mod:`hematoma.known_predictors`, same inner CV), weight ``prior_weight``
+        (:class:`hematoma.model_blend.PriorBlend`).
     threshold: ``"fixed"`` (class = probability >= 0.5) or ``"youden"``: the
         decision threshold is tuned on the training data only, by
         ``TunedThresholdClassifierCV`` maximising balanced accuracy, which is
@@ -607,6 +622,10 @@ def build_model(
         raise InputError(None, f"unknown scaling {scaling!r}; choose from {sorted(SCALERS)}")
     if threshold not in ("fixed", "youden"):
         raise InputError(None, f"threshold must be 'fixed' or 'youden'; got {threshold!r}")
+    if prior not in PRIORS:
+        raise InputError(None, f"unknown prior {prior!r}; choose from {', '.join(PRIORS)}")
+    if not isinstance(prior_weight, numbers.Real) or not 0.0 <= float(prior_weight) <= 1.0:
+        raise InputError(None, f"prior_weight must be within [0, 1]; got {prior_weight!r}")
     if not isinstance(cv_repeats, numbers.Integral) or isinstance(cv_repeats, bool) or cv_repeats < 1:
         raise InputError(None, f"cv_repeats must be a whole number >= 1; got {cv_repeats!r}")
     optional_groups = (optional_groups,) if isinstance(optional_groups, str) else tuple(optional_groups)
@@ -643,15 +662,18 @@ def build_model(
         refit=True,
         error_score="raise",
     )
+    model = search
+    if prior == "known":
+        model = PriorBlend(search, known_predictor_model(seed=seed, cv=cv, cv_repeats=cv_repeats), prior_weight)
     if threshold == "youden":
         return TunedThresholdClassifierCV(
-            search,
+            model,
             scoring="balanced_accuracy",
             cv=StratifiedKFold(n_splits=threshold_cv, shuffle=True, random_state=seed + 1),
             refit=True,
             random_state=seed,
         )
-    return search
+    return model
 
 
 def inner_splitter(cv: int, repeats: int, seed: int):
@@ -750,7 +772,7 @@ class FitCache:
 def _pipelines(estimator):
     """Every Pipeline inside what build_model made (templates and fitted ones)."""
     found = []
-    for attribute in ("estimator", "estimator_", "best_estimator_"):
+    for attribute in ("estimator", "estimator_", "best_estimator_", "model", "model_", "prior", "prior_"):
         inner = getattr(estimator, attribute, None)
         if inner is not None:
             found += _pipelines(inner)
@@ -760,9 +782,9 @@ def _pipelines(estimator):
 def _check_class_counts(estimator, y) -> None:
     """One clear line instead of scikit-learn's error deep inside the search."""
     counts = pd.Series(np.asarray(y)).value_counts()
-    folds, repeats = cv_layout(getattr(estimator, "cv", None))
+    folds, repeats = cv_layout(getattr(unblended(estimator), "cv", None))
     if isinstance(estimator, TunedThresholdClassifierCV):
-        inner, inner_repeats = cv_layout(getattr(estimator.estimator, "cv", None))
+        inner, inner_repeats = cv_layout(getattr(unblended(estimator.estimator), "cv", None))
         if (inner or 0) >= (folds or 0):
             folds, repeats = inner, inner_repeats
     if len(counts) < 2:
@@ -805,12 +827,29 @@ def fitted_pipeline(estimator) -> Pipeline:
     if isinstance(estimator, TunedThresholdClassifierCV):
         check_is_fitted(estimator, "estimator_")
         estimator = estimator.estimator_
+    if isinstance(estimator, PriorBlend):
+        check_is_fitted(estimator, "model_")
+        estimator = estimator.model_
     if isinstance(estimator, GridSearchCV):
         check_is_fitted(estimator, "best_estimator_")
         estimator = estimator.best_estimator_
     if not isinstance(estimator, Pipeline):
         raise TypeError(f"expected a fitted Pipeline or a search over one; got {type(estimator).__name__}")
     return estimator
+
+
+def unblended(estimator):
+    """The feature search inside a :class:`PriorBlend` (fitted if it is), else ``estimator`` itself."""
+    if isinstance(estimator, PriorBlend):
+        return getattr(estimator, "model_", estimator.model)
+    return estimator
+
+
+def blend_of(estimator) -> PriorBlend | None:
+    """The :class:`PriorBlend` of what ``build_model`` made, or None."""
+    inner = getattr(estimator, "estimator_", getattr(estimator, "estimator", None)) \
+        if isinstance(estimator, TunedThresholdClassifierCV) else estimator
+    return inner if isinstance(inner, PriorBlend) else None
 
 
 def decision_threshold(estimator) -> float:
@@ -821,7 +860,7 @@ def decision_threshold(estimator) -> float:
 def model_summary(estimator) -> dict:
     """What was chosen: classifier family, its parameters, k, the inner CV AUC (JSON-ready)."""
     pipeline = fitted_pipeline(estimator)
-    search = estimator.estimator_ if isinstance(estimator, TunedThresholdClassifierCV) else estimator
+    search = unblended(estimator.estimator_ if isinstance(estimator, TunedThresholdClassifierCV) else estimator)
     clf = pipeline.named_steps["clf"]
     inner = clf.estimator if isinstance(clf, CalibratedClassifierCV) else clf
     family = {SVC: "svm", LogisticRegression: "logistic", HistGradientBoostingClassifier: "gradient_boosting"}.get(
@@ -843,6 +882,13 @@ def model_summary(estimator) -> dict:
     if isinstance(search, GridSearchCV):
         summary["inner_cv_auc"] = float(search.best_score_)
         summary["inner_cv_folds"], summary["inner_cv_repeats"] = cv_layout(search.cv)
+    blend = blend_of(estimator)
+    summary["prior"] = "none" if blend is None else "known"
+    if blend is not None and hasattr(blend, "prior_"):
+        known = blend.prior_.best_estimator_
+        summary["prior_model"] = {"weight": float(blend.prior_weight), "C": float(known.named_steps["clf"].C),
+                                  "columns": list(known.named_steps["known"].columns_),
+                                  "inner_cv_auc": float(blend.prior_.best_score_)}
     return summary
 
 

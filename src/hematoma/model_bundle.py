@@ -49,6 +49,7 @@ VERSIONED_PACKAGES = ("scikit-learn", "numpy", "scipy", "pandas", "skops", "hema
 # skops.io.get_untrusted_types on every model build_model can make; a test
 # checks the list still covers them.  Add a type here only after reading it.
 TRUSTED_TYPES = (
+    "hematoma.known_predictors.KnownPredictorColumns",
     "hematoma.model.CappedSelectKBest",
     "hematoma.model.FeatureGroupSelector",
     "hematoma.model.GroupAwarePipeline",
@@ -56,6 +57,7 @@ TRUSTED_TYPES = (
     "hematoma.model.QuantileNormalizer",
     "hematoma.model.f_classif_scores",
     "hematoma.model.mutual_info_scores",
+    "hematoma.model_blend.PriorBlend",
     "numpy.dtype",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",

@@ -305,13 +305,20 @@ class TrainSettings:
     outer_splits: int = 5  # nested-cv
     repeats: int = 3  # nested-cv
     inner_repeats: int | None = None  # repetitions of the inner model-choice CV; None: build_model's default
+    # "known": average with the known-predictor model (build_model's prior); "none": the search alone; "auto" (None):
+    # known where the training table holds one of its predictors, else none.
+    prior: str | None = None
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
             raise InputError(None, f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         if self.classifier not in CLASSIFIER_NAMES:
             raise InputError(None, f"unknown classifier {self.classifier!r}; choose from auto, svm, logistic, elastic_net, gbm")
-        from .model import DEFAULT_CV_REPEATS, GRIDS, SCALERS, SELECTION_SCOPES
+        from .model import DEFAULT_CV_REPEATS, GRIDS, PRIORS, SCALERS, SELECTION_SCOPES
+
+        self.prior = DEFAULT_TRAINING_PRIOR if self.prior is None else self.prior
+        if self.prior not in (*PRIORS, "auto"):
+            raise InputError(None, f"unknown prior {self.prior!r}; choose from auto, {', '.join(PRIORS)}")
 
         self.inner_repeats = DEFAULT_CV_REPEATS if self.inner_repeats is None else self.inner_repeats
         if isinstance(self.inner_repeats, bool) or not isinstance(self.inner_repeats, int) or self.inner_repeats < 1:
@@ -330,7 +337,11 @@ class TrainSettings:
         return {"classifier": CLASSIFIER_NAMES[self.classifier], "groups": tuple(groups), "grid": self.grid,
                 "scaling": self.scaling, "selection_scope": self.selection_scope,
                 "optional_groups": self.optional_groups, "threshold": self.threshold, "seed": self.seed, "cv": cv,
-                "cv_repeats": self.inner_repeats}
+                "cv_repeats": self.inner_repeats, "prior": "none" if self.prior == "auto" else self.prior}
+
+
+# train/run's --prior when not given (see TrainSettings.prior); measured by benchmarks/bench_selection.py.
+DEFAULT_TRAINING_PRIOR = "auto"
 
 
 @dataclass
@@ -350,7 +361,16 @@ def fit_on(train_table: pd.DataFrame, settings: TrainSettings, groups, where=Non
     from .model import build_model, fit_model, model_inputs
 
     X, y = model_inputs(train_table, label=settings.label, groups=groups)
-    estimator = build_model(**settings.model_kwargs(groups, inner_folds(y, classifier=settings.classifier, where=where)))
+    from .known_predictors import KNOWN_PREDICTORS
+
+    has_known = any(c in X.columns for c in KNOWN_PREDICTORS)
+    if settings.prior == "known" and not has_known:
+        raise InputError(None, f"--prior known needs at least one known predictor ({', '.join(KNOWN_PREDICTORS[:3])}, "
+                         f"...) among the feature groups {', '.join(groups)}; add clin or sign, or use --prior none")
+    kwargs = settings.model_kwargs(groups, inner_folds(y, classifier=settings.classifier, where=where))
+    if settings.prior == "auto" and has_known:
+        kwargs["prior"] = "known"
+    estimator = build_model(**kwargs)
     return fit_model(estimator, X, y)
 
 
@@ -537,8 +557,8 @@ def _external(source: FeatureSource, settings: TrainSettings, test=None, progres
 
 def estimator_cv(estimator) -> int | None:
     """The inner CV folds (per repetition) the fitted search used."""
-    from .model import cv_layout
+    from .model import cv_layout, unblended
 
-    search = getattr(estimator, "estimator_", estimator)  # TunedThresholdClassifierCV wraps the search
+    search = unblended(getattr(estimator, "estimator_", estimator))  # TunedThresholdClassifierCV wraps the search
     cv = getattr(search, "cv", None)
     return cv_layout(cv)[0] if cv is not None else None

@@ -40,6 +40,11 @@ def _ci(entry: dict) -> str:
     return f"{entry['auc']:.3f} (95% CI {entry['lower']:.3f}-{entry['upper']:.3f})"
 
 
+_PRIOR_HELP = ("known: average the model's probability with a logistic regression of the published HE predictors "
+               "(log volume, log onset-to-CT time, anticoagulation, INR, SBP, platelets, log D-dimer, GCS, NCCT signs); "
+               "none: the feature search alone. Default: known.")
+
+
 def train(
     features: Path = typer.Argument(..., help=_TABLE_HELP),
     out: Path = typer.Option(..., "--out", help="Model bundle folder to write."),
@@ -60,6 +65,7 @@ def train(
     inner_repeats: Optional[int] = typer.Option(
         None, "--inner-repeats", min=1,
         help="Repetitions of the inner 5-fold CV that chooses the model (default 3; 1: one 5-fold split)."),
+    prior: Optional[str] = typer.Option(None, "--prior", help=_PRIOR_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --out."),
 ) -> None:
     """Fit the model on FEATURES by a protocol and save it as a bundle (no test patient reaches any fit)."""
@@ -69,7 +75,7 @@ def train(
     protocol = protocol or ("external" if test is not None else "paper")
     settings = TrainSettings(protocol=protocol, label=label, groups=feature_groups, classifier=classifier, grid=grid,
                              scaling=scaling, selection_scope=selection_scope, optional_groups=optional_groups, seed=seed,
-                             inner_repeats=inner_repeats)
+                             inner_repeats=inner_repeats, prior=prior)
     result = train_model(features, out, settings, split=split, test=test, overwrite=overwrite, progress=True)
     summary = result.summary
     dropped = [g for g in summary["groups_present"] if g not in summary["groups_used"]]
@@ -295,6 +301,7 @@ def run(
     inner_repeats: Optional[int] = typer.Option(
         None, "--inner-repeats", min=1,
         help="Repetitions of the inner 5-fold CV that chooses the model (default 3; 1: one 5-fold split)."),
+    prior: Optional[str] = typer.Option(None, "--prior", help=_PRIOR_HELP),
     method: str = typer.Option("rules", "--method", help=_METHOD_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights", help="BLAST-CT weights folder (default: the blast-ct package's)."),
     models: int = typer.Option(1, "--models", min=1, help="BLAST-CT models averaged."),
@@ -312,7 +319,7 @@ def run(
     settings = RunSettings(workers=workers, scheduler=scheduler, groups=feature_groups, classifier=classifier, grid=grid,
                            scaling=scaling, selection_scope=selection_scope, optional_groups=optional_groups, seed=seed,
                            cnn_preset=cnn_preset, cnn_weights=cnn_weights, cnn_epochs=cnn_epochs, device=device,
-                           segmenter=segmenter, inner_repeats=inner_repeats)
+                           segmenter=segmenter, inner_repeats=inner_repeats, prior=prior)
     result = run_protocol(manifest, out, settings, console=err_console, overwrite=overwrite)
     print_result(result)
 

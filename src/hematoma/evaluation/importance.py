@@ -20,7 +20,7 @@ from sklearn.inspection import permutation_importance
 from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
-from ..model import INDICATOR_PREFIX, fitted_pipeline, model_inputs, selected_features
+from ..model import INDICATOR_PREFIX, blend_of, fitted_pipeline, model_inputs, selected_features
 
 
 class _ColumnSubsetModel(ClassifierMixin, BaseEstimator):
@@ -60,6 +60,9 @@ def input_columns_used(estimator) -> list[str]:
         column = name[len(INDICATOR_PREFIX) :] if name.startswith(INDICATOR_PREFIX) else name
         if column not in columns:
             columns.append(column)
+    blend = blend_of(estimator)
+    if blend is not None:  # the known-predictor model's columns count too (they reach its classifier)
+        columns += [c for c in blend.prior_.best_estimator_.named_steps["known"].columns_ if c not in columns]
     return columns
 
 
