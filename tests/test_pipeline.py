@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hematoma.cli import app
+from hematoma.model import unblended
 from hematoma.model_bundle import load_model
 from hematoma.pipeline import RunSettings, run_protocol
 from hematoma.report.build import FIGURES, SECTIONS
@@ -75,7 +76,7 @@ def test_ablation_and_baselines_are_on_the_same_test_patients(synthetic_run):
     assert ablation["radiomics"]["status"] == ablation["clinical"]["status"] == "ok"
     assert ablation["cnn"]["status"] == "skipped"  # no CNN in this run
     baselines = metrics["baselines"]
-    assert set(baselines) == {"baseline_volume", "clinical_logistic", "brain_score", "bat_score"}
+    assert set(baselines) == {"baseline_volume", "clinical_logistic", "known_predictors", "brain_score", "bat_score"}
     for entry in baselines.values():
         assert entry["status"] == "ok"
         assert entry["metrics"]["n"] == n_test
@@ -201,7 +202,7 @@ def test_optional_groups_reach_the_search_and_the_summary_names_the_groups_used(
     used = bundle["summary"]["groups_used"]
     assert [g for g in used if g != "sign"] in (["rad", "clin"], ["rad", "clin", "cnn"])  # every group the table has
     assert ("left out by the inner CV: cnn" in " ".join(result.output.split())) == ("cnn" not in used)
-    search = load_model(model).estimator
+    search = unblended(load_model(model).estimator)  # the feature search (the known-predictor prior beside it)
     assert {str(p.get("select__group_k")) for p in search.cv_results_["params"]} == {"None", "{'cnn': 0}"}
     result = runner.invoke(app, ["train", str(table_with_fake_cnn), "--out", str(tmp_path / "m2"), "--optional-groups", "bogus"])
     assert "unknown feature group" in _one_line_error(result)
