@@ -82,6 +82,7 @@ def test_train_uses_the_prior_by_default_and_on_request(tmp_path):
     fast = ["--classifier", "logistic", "--grid", "small", "--inner-repeats", "1"]
     result = runner.invoke(app, ["train", str(folder), "--out", str(tmp_path / "auto"), *fast])
     assert result.exit_code == 0, result.output
+    assert "averaged with the known-predictor model (weight 0.75)" in " ".join(result.output.split())
     bundle = json.loads((tmp_path / "auto" / "bundle.json").read_text())
     assert bundle["summary"]["prior"] == "known"
     result = runner.invoke(app, ["train", str(folder), "--out", str(tmp_path / "none"), "--prior", "none", *fast])

@@ -850,6 +850,12 @@ def unblended(estimator):
     return estimator
 
 
+def prior_text(summary: dict) -> str:
+    """``"; averaged with the known-predictor model (weight 0.75)"`` from a model_summary, or ``""``."""
+    prior = summary.get("prior_model")
+    return f"; averaged with the known-predictor model (weight {prior['weight']:g})" if prior else ""
+
+
 def blend_of(estimator) -> PriorBlend | None:
     """The :class:`PriorBlend` of what ``build_model`` made, or None."""
     inner = getattr(estimator, "estimator_", getattr(estimator, "estimator", None)) \

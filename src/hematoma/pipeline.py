@@ -271,6 +271,7 @@ def _write_features(out: Path, table: pd.DataFrame) -> None:
 
 
 def _train(out: Path, settings: RunSettings, stages: _Stages, progress: bool) -> tuple[Path, str]:
+    from .model import prior_text
     from .model_bundle import table_hash
     from .protocols import read_features, train
 
@@ -294,7 +295,7 @@ def _train(out: Path, settings: RunSettings, stages: _Stages, progress: bool) ->
     test = (result.evaluation or {}).get("test") or {}
     stages.done("train", "done", time.perf_counter() - start,
                 f"{result.summary['classifier']} on {len(result.train_ids)} patients, k={result.summary['k']}, "
-                f"groups used: {'+'.join(result.summary['groups_used'])}",
+                f"groups used: {'+'.join(result.summary['groups_used'])}{prior_text(result.summary)}",
                 fingerprint=key, test_auc=test.get("auc"))
     return model_dir, "done"
 

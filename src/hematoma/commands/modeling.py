@@ -69,6 +69,7 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --out."),
 ) -> None:
     """Fit the model on FEATURES by a protocol and save it as a bundle (no test patient reaches any fit)."""
+    from ..model import prior_text
     from ..protocols import TrainSettings
     from ..protocols import train as train_model
 
@@ -82,7 +83,8 @@ def train(
     console.print(f"{protocol} protocol: fitted on {len(result.train_ids)} patients with {', '.join(result.groups)} "
                   f"features; chose {summary['classifier']} with k={summary['k']} "
                   f"(inner CV AUC {summary.get('inner_cv_auc', float('nan')):.3f})"
-                  + (f"; left out by the inner CV: {', '.join(dropped)}" if dropped else ""), highlight=False)
+                  + (f"; left out by the inner CV: {', '.join(dropped)}" if dropped else "")
+                  + prior_text(summary), highlight=False)
     evaluation = result.evaluation or {}
     held_out = evaluation.get("test") or {}
     if held_out.get("auc") is not None:
