@@ -12,7 +12,8 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from hematoma.cli import app
-from hematoma.synthetic import make_head_ct
+
+from hematoma_crops import hematoma_crop
 
 WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "blast-ct-v1"
 pytestmark = [
@@ -110,16 +111,8 @@ def test_columns_have_a_fixed_order_and_an_empty_region_is_nan():
 
 @pytest.fixture(scope="module")
 def crop(tmp_path_factory):
-    """A small synthetic head's hematoma with 10 mm around it in plane (as in test_segmentation_deep): seconds."""
-    ct, mask = make_head_ct(size="small", seed=0, hematoma_ml=10)
-    z, y, x = np.nonzero(sitk.GetArrayViewFromImage(mask))
-    margin = int(10 / ct.GetSpacing()[0])
-    box = (slice(max(x.min() - margin, 0), x.max() + margin), slice(max(y.min() - margin, 0), y.max() + margin),
-           slice(max(z.min() - 2, 0), z.max() + 3))
-    folder = tmp_path_factory.mktemp("ct_network")
-    path = folder / "ct.nii.gz"
-    sitk.WriteImage(ct[box], str(path))
-    return path
+    """A small synthetic head's hematoma with 10 mm around it in plane: seconds."""
+    return hematoma_crop(tmp_path_factory.mktemp("ct_network"), hematoma_ml=10, margin_mm=10)[0]
 
 
 def test_pooled_features_equal_a_hooked_full_forward_pass(crop):

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from hematoma.cli import app
 from hematoma.errors import InputError
-from hematoma.synthetic import make_head_ct
+
+from hematoma_crops import hematoma_crop
 
 WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "blast-ct-v1"
 pytestmark = [
@@ -34,15 +35,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def crop(tmp_path_factory):
     """A small synthetic head's hematoma with 15 mm around it in plane: seconds for the network, and no skull."""
-    ct, mask = make_head_ct(size="small", seed=0, hematoma_ml=20)
-    z, y, x = np.nonzero(sitk.GetArrayViewFromImage(mask))
-    margin = int(15 / ct.GetSpacing()[0])
-    box = (slice(max(x.min() - margin, 0), x.max() + margin), slice(max(y.min() - margin, 0), y.max() + margin),
-           slice(max(z.min() - 2, 0), z.max() + 3))
-    folder = tmp_path_factory.mktemp("deep")
-    path = folder / "ct.nii.gz"
-    sitk.WriteImage(ct[box], str(path))
-    return path, mask[box]
+    return hematoma_crop(tmp_path_factory.mktemp("deep"), hematoma_ml=20, margin_mm=15)
 
 
 @pytest.fixture(scope="module")

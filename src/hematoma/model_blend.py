@@ -43,8 +43,3 @@ class PriorBlend(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-    def decision_function(self, X):
-        """Log-odds of the blended probability (for scorers that ask for a decision function)."""
-        p = np.clip(self.predict_proba(X)[:, 1], 1e-12, 1 - 1e-12)
-        return np.log(p / (1 - p))
