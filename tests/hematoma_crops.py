@@ -1,13 +1,19 @@
-"""A small synthetic head cropped around its hematoma: what the BLAST-CT tests feed the network (seconds, no skull)."""
+"""What the BLAST-CT tests share: the weights' place, the skip without them, and a small synthetic head cropped
+around its hematoma to feed the network (seconds, no skull)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from hematoma.synthetic import make_head_ct
+
+WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "blast-ct-v1"
+NEEDS_WEIGHTS = pytest.mark.skipif(not (WEIGHTS / "model_1.pt").is_file(),
+                                   reason="BLAST-CT weights not found in ../shared/models")
 
 
 def hematoma_crop(folder: Path, hematoma_ml: float, margin_mm: float) -> tuple[Path, sitk.Image]:

@@ -16,12 +16,9 @@ from typer.testing import CliRunner
 from hematoma.cli import app
 from hematoma.errors import InputError
 
-from hematoma_crops import hematoma_crop
+from hematoma_crops import NEEDS_WEIGHTS, WEIGHTS, hematoma_crop
 
-WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "blast-ct-v1"
-pytestmark = [
-    pytest.mark.skipif(not (WEIGHTS / "model_1.pt").is_file(), reason="BLAST-CT weights not found in ../shared/models"),
-]
+pytestmark = [NEEDS_WEIGHTS]
 torch = pytest.importorskip("torch")
 pytest.importorskip("blast_ct", reason="the blast-ct package builds the network")
 runner = CliRunner()
