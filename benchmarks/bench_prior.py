@@ -13,7 +13,9 @@ half, fitted on the training half only:
 
 and the test AUC of each on the other half, next to the observable and oracle AUCs
 of the same test half.  Results: ``benchmarks/results/prior.json`` (rewritten after
-each half; ``--label`` names the entry).
+each half; ``--label`` names the entry), and each half's test predictions of the
+search and the known model in ``benchmarks/results/prior_predictions/<label>.csv.gz``
+(so that another blend weight can be scored without refitting).
 
     python benchmarks/bench_prior.py --run /tmp/run300/out --cohort /tmp/run300/cohort --label seed0
 """
@@ -29,6 +31,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "prior.json"
+PREDICTIONS = "prior_predictions"  # folder beside the results file
 GROUPS = ("rad", "clin", "sign")
 
 
@@ -42,12 +45,13 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--cohort", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=5, help="2-fold repeats: 2 x this many halves.")
-    parser.add_argument("--weights", default="0.25,0.5,0.75", help="Blend weights of the known model.")
+    parser.add_argument("--weights", default="0.25,0.5,0.75,0.9", help="Blend weights of the known model.")
     parser.add_argument("--label", required=True)
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     import numpy as np
+    import pandas as pd
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import RepeatedStratifiedKFold
 
@@ -63,6 +67,7 @@ def main() -> None:
              "halves": f"2-fold x {args.repeats} (RepeatedStratifiedKFold, random_state 0)", "groups": list(GROUPS),
              "machine_before": machine()}
     aucs: dict[str, list[float]] = {}
+    predictions = []
     folds = RepeatedStratifiedKFold(n_splits=2, n_repeats=args.repeats, random_state=0)
     for half, (train_index, test_index) in enumerate(folds.split(table, y)):
         train, test = table.iloc[train_index], table.iloc[test_index]
@@ -76,6 +81,9 @@ def main() -> None:
                   "observable": [truth[i]["observable_p"] for i in ids], "oracle": [truth[i]["true_p"] for i in ids]}
         for name, score in scores.items():
             aucs.setdefault(name, []).append(float(roc_auc_score(y_test, score)))
+        predictions += [{"half": half, "patient_id": i, "he": int(label), "search": round(float(p), 6),
+                         "known": round(float(k), 6), "observable_p": truth[i]["observable_p"], "true_p": truth[i]["true_p"]}
+                        for i, label, p, k in zip(ids, y_test, search, known)]
         print(f"half {half} ({time.perf_counter() - started:.0f} s): "
               + ", ".join(f"{name} {values[-1]:.3f}" for name, values in aucs.items()), flush=True)
         entry["test_auc"] = {name: {"mean": round(statistics.mean(v), 4),
@@ -89,6 +97,10 @@ def main() -> None:
         results[args.label] = entry
         args.results.parent.mkdir(parents=True, exist_ok=True)
         args.results.write_text(json.dumps(results, indent=2) + "\n")
+        folder = args.results.parent / PREDICTIONS
+        folder.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(predictions).to_csv(folder / f"{args.label}.csv.gz.tmp", index=False, compression="gzip")
+        os.replace(folder / f"{args.label}.csv.gz.tmp", folder / f"{args.label}.csv.gz")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from hematoma.cli import app
 from hematoma.errors import InputError
 from hematoma.evaluation.importance import input_columns_used
-from hematoma.model import build_model, fit_model, fitted_pipeline, model_inputs, model_summary
+from hematoma.model import DEFAULT_PRIOR_WEIGHT, build_model, fit_model, fitted_pipeline, model_inputs, model_summary
 from hematoma.model_blend import PriorBlend
 from hematoma.model_bundle import load_model, save_model
 
@@ -68,6 +68,11 @@ def test_bad_settings_are_one_line():
         build_model(prior="bayes")
     with pytest.raises(InputError, match="prior_weight"):
         build_model(prior="known", prior_weight=1.5)
+    from hematoma.pipeline import RunSettings
+
+    with pytest.raises(InputError, match="--prior-weight must be a number from 0 to 1"):  # before any extraction
+        RunSettings(groups="rad,clin", prior_weight=2.0)
+    assert RunSettings(groups="rad,clin").prior_weight is None  # resolved, and recorded, by TrainSettings
 
 
 def _table(tmp_path, n=80):
@@ -82,7 +87,7 @@ def test_train_uses_the_prior_by_default_and_on_request(tmp_path):
     fast = ["--classifier", "logistic", "--grid", "small", "--inner-repeats", "1"]
     result = runner.invoke(app, ["train", str(folder), "--out", str(tmp_path / "auto"), *fast])
     assert result.exit_code == 0, result.output
-    assert "averaged with the known-predictor model (weight 0.75)" in " ".join(result.output.split())
+    assert f"averaged with the known-predictor model (weight {DEFAULT_PRIOR_WEIGHT:g})" in " ".join(result.output.split())
     bundle = json.loads((tmp_path / "auto" / "bundle.json").read_text())
     assert bundle["summary"]["prior"] == "known"
     result = runner.invoke(app, ["train", str(folder), "--out", str(tmp_path / "none"), "--prior", "none", *fast])
@@ -95,6 +100,28 @@ def test_train_uses_the_prior_by_default_and_on_request(tmp_path):
     assert "Traceback" not in result.output and not (tmp_path / "rad").exists()
     result = runner.invoke(app, ["train", str(folder), "--out", str(tmp_path / "bad"), "--prior", "bayes", *fast])
     assert result.exit_code == 2 and "unknown prior 'bayes'" in result.output
+
+
+def test_train_takes_the_prior_weight_and_refuses_a_bad_one(tmp_path):
+    folder = _table(tmp_path)
+    fast = ["--classifier", "logistic", "--grid", "small", "--inner-repeats", "1"]
+    result = runner.invoke(app, ["train", str(folder), "--out", str(tmp_path / "w"), "--prior-weight", "0.4", *fast])
+    assert result.exit_code == 0, result.output
+    assert "averaged with the known-predictor model (weight 0.4)" in " ".join(result.output.split())
+    bundle = json.loads((tmp_path / "w" / "bundle.json").read_text())
+    assert bundle["summary"]["prior_model"]["weight"] == pytest.approx(0.4)
+    assert bundle["settings"]["prior_weight"] == pytest.approx(0.4)
+    for bad in ("1.5", "-0.1", "nan"):
+        result = runner.invoke(app, ["train", str(folder), "--out", str(tmp_path / f"bad{bad}"), "--prior-weight", bad,
+                                     *fast])
+        assert result.exit_code == 2 and "--prior-weight must be a number from 0 to 1" in result.output, result.output
+        assert "Traceback" not in result.output and not (tmp_path / f"bad{bad}").exists()
+
+
+def test_the_cli_help_states_the_default_prior_weight():
+    from hematoma.commands.modeling import _PRIOR_WEIGHT_HELP
+
+    assert f"Default: {DEFAULT_PRIOR_WEIGHT:g}." in _PRIOR_WEIGHT_HELP
 
 
 def test_a_tuned_threshold_blend_saves_with_trusted_types_only(tmp_path):

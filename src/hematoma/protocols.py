@@ -308,17 +308,24 @@ class TrainSettings:
     # "known": average with the known-predictor model (build_model's prior); "none": the search alone; "auto" (None):
     # known where the training table holds one of its predictors, else none.
     prior: str | None = None
+    prior_weight: float | None = None  # the known model's weight in the average; None: build_model's default
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
             raise InputError(None, f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         if self.classifier not in CLASSIFIER_NAMES:
             raise InputError(None, f"unknown classifier {self.classifier!r}; choose from auto, svm, logistic, elastic_net, gbm")
-        from .model import DEFAULT_CV_REPEATS, GRIDS, PRIORS, SCALERS, SELECTION_SCOPES
+        from .model import DEFAULT_CV_REPEATS, DEFAULT_PRIOR_WEIGHT, GRIDS, PRIORS, SCALERS, SELECTION_SCOPES
 
         self.prior = DEFAULT_TRAINING_PRIOR if self.prior is None else self.prior
         if self.prior not in (*PRIORS, "auto"):
             raise InputError(None, f"unknown prior {self.prior!r}; choose from auto, {', '.join(PRIORS)}")
+        # The weight itself, not None, so that a run's fingerprint changes when the default does.
+        self.prior_weight = DEFAULT_PRIOR_WEIGHT if self.prior_weight is None else self.prior_weight
+        if (isinstance(self.prior_weight, bool) or not isinstance(self.prior_weight, (int, float))
+                or not 0.0 <= float(self.prior_weight) <= 1.0):
+            raise InputError(None, f"--prior-weight must be a number from 0 to 1; got {self.prior_weight!r}")
+        self.prior_weight = float(self.prior_weight)
 
         self.inner_repeats = DEFAULT_CV_REPEATS if self.inner_repeats is None else self.inner_repeats
         if isinstance(self.inner_repeats, bool) or not isinstance(self.inner_repeats, int) or self.inner_repeats < 1:
@@ -337,7 +344,8 @@ class TrainSettings:
         return {"classifier": CLASSIFIER_NAMES[self.classifier], "groups": tuple(groups), "grid": self.grid,
                 "scaling": self.scaling, "selection_scope": self.selection_scope,
                 "optional_groups": self.optional_groups, "threshold": self.threshold, "seed": self.seed, "cv": cv,
-                "cv_repeats": self.inner_repeats, "prior": "none" if self.prior == "auto" else self.prior}
+                "cv_repeats": self.inner_repeats, "prior": "none" if self.prior == "auto" else self.prior,
+                "prior_weight": self.prior_weight}
 
 
 # train/run's --prior when not given (see TrainSettings.prior); measured by benchmarks/bench_selection.py.

@@ -43,6 +43,10 @@ def _ci(entry: dict) -> str:
 _PRIOR_HELP = ("known: average the model's probability with a logistic regression of the published HE predictors "
                "(log volume, log onset-to-CT time, anticoagulation, INR, SBP, platelets, log D-dimer, GCS, NCCT signs); "
                "none: the feature search alone. Default: known.")
+# The literal default, not model.DEFAULT_PRIOR_WEIGHT: importing the model here would slow every command's start
+# (tests/test_model_blend.py checks they agree).
+_PRIOR_WEIGHT_HELP = ("Weight of the known-predictor model in that average, from 0 to 1 (the feature search gets the "
+                      "rest). Default: 0.9.")
 
 
 def train(
@@ -66,6 +70,7 @@ def train(
         None, "--inner-repeats", min=1,
         help="Repetitions of the inner 5-fold CV that chooses the model (default 3; 1: one 5-fold split)."),
     prior: Optional[str] = typer.Option(None, "--prior", help=_PRIOR_HELP),
+    prior_weight: Optional[float] = typer.Option(None, "--prior-weight", help=_PRIOR_WEIGHT_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --out."),
 ) -> None:
     """Fit the model on FEATURES by a protocol and save it as a bundle (no test patient reaches any fit)."""
@@ -76,7 +81,7 @@ def train(
     protocol = protocol or ("external" if test is not None else "paper")
     settings = TrainSettings(protocol=protocol, label=label, groups=feature_groups, classifier=classifier, grid=grid,
                              scaling=scaling, selection_scope=selection_scope, optional_groups=optional_groups, seed=seed,
-                             inner_repeats=inner_repeats, prior=prior)
+                             inner_repeats=inner_repeats, prior=prior, prior_weight=prior_weight)
     result = train_model(features, out, settings, split=split, test=test, overwrite=overwrite, progress=True)
     summary = result.summary
     dropped = [g for g in summary["groups_present"] if g not in summary["groups_used"]]
@@ -304,6 +309,7 @@ def run(
         None, "--inner-repeats", min=1,
         help="Repetitions of the inner 5-fold CV that chooses the model (default 3; 1: one 5-fold split)."),
     prior: Optional[str] = typer.Option(None, "--prior", help=_PRIOR_HELP),
+    prior_weight: Optional[float] = typer.Option(None, "--prior-weight", help=_PRIOR_WEIGHT_HELP),
     method: str = typer.Option("rules", "--method", help=_METHOD_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights", help="BLAST-CT weights folder (default: the blast-ct package's)."),
     models: int = typer.Option(1, "--models", min=1, help="BLAST-CT models averaged."),
@@ -321,7 +327,7 @@ def run(
     settings = RunSettings(workers=workers, scheduler=scheduler, groups=feature_groups, classifier=classifier, grid=grid,
                            scaling=scaling, selection_scope=selection_scope, optional_groups=optional_groups, seed=seed,
                            cnn_preset=cnn_preset, cnn_weights=cnn_weights, cnn_epochs=cnn_epochs, device=device,
-                           segmenter=segmenter, inner_repeats=inner_repeats, prior=prior)
+                           segmenter=segmenter, inner_repeats=inner_repeats, prior=prior, prior_weight=prior_weight)
     result = run_protocol(manifest, out, settings, console=err_console, overwrite=overwrite)
     print_result(result)
 
