@@ -24,7 +24,7 @@ def shared_data() -> Path:
 # test_pipeline.py and test_predict.py.
 PIPELINE_PATIENTS = 30
 PIPELINE_SEED = 1  # a cohort whose train part has patients of both classes (checked in test_pipeline.py)
-PIPELINE_QUICK = {"classifier": "logistic", "grid": "small"}
+PIPELINE_QUICK = {"classifier": "logistic", "grid": "small", "inner_repeats": 1}  # bookkeeping is tested, not skill
 
 
 @pytest.fixture(scope="session")

@@ -103,7 +103,8 @@ def test_rerun_skips_finished_stages_and_cases(synthetic_run, synthetic_cohort):
     out, _ = synthetic_run
     before = {**_stamps(out, "cases/*/case.json"), **_stamps(out, "model/*"), **_stamps(out, "report/*")}
     result = runner.invoke(app, ["run", str(synthetic_cohort), "--out", str(out), "--workers", "1", "--features",
-                                 "rad,clin", "--seed", str(SEED), "--classifier", "logistic", "--grid", "small"])
+                                 "rad,clin", "--seed", str(SEED), "--classifier", "logistic", "--grid", "small",
+                                 "--inner-repeats", "1"])
     assert result.exit_code == 0, result.output
     assert "test AUC" in result.output and "oracle AUC" in result.output
     after = {**_stamps(out, "cases/*/case.json"), **_stamps(out, "model/*"), **_stamps(out, "report/*")}
@@ -231,7 +232,8 @@ def test_external_validation_trains_on_one_table_and_tests_on_another(synthetic_
         rows.to_csv(tmp_path / name / "features.csv", index=False)
     model = tmp_path / "model"
     result = runner.invoke(app, ["train", str(tmp_path / "site_a"), "--out", str(model), "--test", str(tmp_path / "site_b"),
-                                 "--features", "rad,clin", "--classifier", "logistic", "--grid", "small"])
+                                 "--features", "rad,clin", "--classifier", "logistic", "--grid", "small",
+                                 "--inner-repeats", "1"])
     assert result.exit_code == 0, result.output
     assert "external test table" in result.output
     settings = _bundle(model)["settings"]
