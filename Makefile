@@ -25,7 +25,8 @@ test: $(STAMP)
 
 # Every benchmark in turn, with its default settings (hours: each script's docstring says how long and how to run less).
 # These need inputs (a run folder, a GPU machine's patient list): their docstrings say how to run them.
-BENCH_WITH_INPUTS = benchmarks/bench_selection.py benchmarks/bench_prior.py benchmarks/bench_ct_network_gpu.py
+BENCH_WITH_INPUTS = benchmarks/bench_selection.py benchmarks/bench_prior.py benchmarks/bench_known_variants.py \
+                    benchmarks/bench_ct_network_gpu.py
 bench: $(STAMP)
 	for script in benchmarks/bench_*.py; do \
 	  case " $(BENCH_WITH_INPUTS) " in *" $$script "*) echo "== $$script: needs inputs, see its docstring (skipped)"; continue;; esac; \
