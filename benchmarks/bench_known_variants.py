@@ -13,10 +13,10 @@ Each variant is :func:`hematoma.known_predictors.known_predictor_model` with ano
 * ``no_sign_flags``: without the seven NCCT sign flags.
 
 Same patients and halves as ``bench_prior.py`` (which must have run first with the
-same ``--label``: its ``prior_predictions/<label>.csv.gz`` gives the search's test
-predictions, so the search is not refitted); for each half each variant is fitted on
-the training half and scored on the test half alone and blended with the search at
-the ``--weights``.  Results: ``benchmarks/results/known_variants.json`` (per label:
+same ``--label``: its ``prior_predictions/<label>.csv.gz`` gives each half's test
+patients and the search's predictions for them, so neither the halves nor the search
+are made again); for each half each variant is fitted on the other patients and
+scored on the test half alone and blended with the search at the ``--weights``.  Results: ``benchmarks/results/known_variants.json`` (per label:
 mean test AUC and mean gap to the observable AUC of each variant and weight).
 
     python benchmarks/bench_known_variants.py --run /tmp/run300/out --label seed0-run300
@@ -57,7 +57,6 @@ def main() -> None:
     import numpy as np
     import pandas as pd
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import RepeatedStratifiedKFold
 
     from bench_selection import cohort2
     from hematoma.known_predictors import known_predictor_model
@@ -68,15 +67,15 @@ def main() -> None:
     stored = pd.read_csv(PREDICTIONS / f"{args.label}.csv.gz", dtype={"patient_id": str})
     weights = [float(w) for w in args.weights.split(",")]
     aucs: dict[str, list[float]] = {}
-    folds = RepeatedStratifiedKFold(n_splits=2, n_repeats=5, random_state=0)  # bench_prior.py's halves
-    for half, (train_index, test_index) in enumerate(folds.split(table, y)):
-        train, test = table.iloc[train_index], table.iloc[test_index]
-        search = stored[stored["half"] == half].set_index("patient_id").loc[test["patient_id"]]
-        y_test = y[test_index]
+    for half, search in stored.groupby("half"):  # bench_prior.py's halves, as it stored them
+        is_test = table["patient_id"].isin(search["patient_id"]).to_numpy()
+        train, test = table[~is_test], table[is_test]
+        search = search.set_index("patient_id").loc[test["patient_id"]]
+        y_test = y[is_test]
         aucs.setdefault("observable", []).append(roc_auc_score(y_test, search["observable_p"]))
         for name, columns in variants().items():
             model = known_predictor_model(seed=0).set_params(estimator__known__columns=columns)
-            known = model.fit(train, y[train_index]).predict_proba(test)[:, 1]
+            known = model.fit(train, y[~is_test]).predict_proba(test)[:, 1]
             for w in weights:
                 score = (1 - w) * search["search"].to_numpy() + w * known
                 aucs.setdefault(f"{name} {w:g}", []).append(float(roc_auc_score(y_test, score)))

@@ -632,8 +632,7 @@ def build_model(
         raise InputError(None, f"threshold must be 'fixed' or 'youden'; got {threshold!r}")
     if prior not in PRIORS:
         raise InputError(None, f"unknown prior {prior!r}; choose from {', '.join(PRIORS)}")
-    if not isinstance(prior_weight, numbers.Real) or not 0.0 <= float(prior_weight) <= 1.0:
-        raise InputError(None, f"prior_weight must be within [0, 1]; got {prior_weight!r}")
+    prior_weight = checked_prior_weight(prior_weight)
     if not isinstance(cv_repeats, numbers.Integral) or isinstance(cv_repeats, bool) or cv_repeats < 1:
         raise InputError(None, f"cv_repeats must be a whole number >= 1; got {cv_repeats!r}")
     optional_groups = (optional_groups,) if isinstance(optional_groups, str) else tuple(optional_groups)
@@ -844,6 +843,13 @@ def fitted_pipeline(estimator) -> Pipeline:
     if not isinstance(estimator, Pipeline):
         raise TypeError(f"expected a fitted Pipeline or a search over one; got {type(estimator).__name__}")
     return estimator
+
+
+def checked_prior_weight(weight, name: str = "prior_weight") -> float:
+    """``weight`` as a float from 0 to 1, or one line naming ``name`` (NaN, a bool or a string are refused)."""
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0.0 <= float(weight) <= 1.0:
+        raise InputError(None, f"{name} must be a number from 0 to 1; got {weight!r}")
+    return float(weight)
 
 
 def unblended(estimator):

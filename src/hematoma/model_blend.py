@@ -7,7 +7,7 @@ known-predictor logistic regression of :mod:`hematoma.known_predictors`
 training patients the search's choice of columns is noisy and the small model
 of published predictors is steady; the mean keeps the signal of both without
 a third choice to make on the same few patients (the weight is fixed, not
-tuned).  Measured by ``benchmarks/bench_selection.py`` (settings ``prior``):
+tuned).  Measured by ``benchmarks/bench_prior.py``:
 see the README's results table.
 """
 

@@ -315,17 +315,15 @@ class TrainSettings:
             raise InputError(None, f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         if self.classifier not in CLASSIFIER_NAMES:
             raise InputError(None, f"unknown classifier {self.classifier!r}; choose from auto, svm, logistic, elastic_net, gbm")
-        from .model import DEFAULT_CV_REPEATS, DEFAULT_PRIOR_WEIGHT, GRIDS, PRIORS, SCALERS, SELECTION_SCOPES
+        from .model import (DEFAULT_CV_REPEATS, DEFAULT_PRIOR_WEIGHT, GRIDS, PRIORS, SCALERS, SELECTION_SCOPES,
+                            checked_prior_weight)
 
         self.prior = DEFAULT_TRAINING_PRIOR if self.prior is None else self.prior
         if self.prior not in (*PRIORS, "auto"):
             raise InputError(None, f"unknown prior {self.prior!r}; choose from auto, {', '.join(PRIORS)}")
         # The weight itself, not None, so that a run's fingerprint changes when the default does.
-        self.prior_weight = DEFAULT_PRIOR_WEIGHT if self.prior_weight is None else self.prior_weight
-        if (isinstance(self.prior_weight, bool) or not isinstance(self.prior_weight, (int, float))
-                or not 0.0 <= float(self.prior_weight) <= 1.0):
-            raise InputError(None, f"--prior-weight must be a number from 0 to 1; got {self.prior_weight!r}")
-        self.prior_weight = float(self.prior_weight)
+        weight = DEFAULT_PRIOR_WEIGHT if self.prior_weight is None else self.prior_weight
+        self.prior_weight = checked_prior_weight(weight, "--prior-weight")
 
         self.inner_repeats = DEFAULT_CV_REPEATS if self.inner_repeats is None else self.inner_repeats
         if isinstance(self.inner_repeats, bool) or not isinstance(self.inner_repeats, int) or self.inner_repeats < 1:
@@ -348,7 +346,7 @@ class TrainSettings:
                 "prior_weight": self.prior_weight}
 
 
-# train/run's --prior when not given (see TrainSettings.prior); measured by benchmarks/bench_selection.py.
+# train/run's --prior when not given (see TrainSettings.prior); measured by benchmarks/bench_prior.py.
 DEFAULT_TRAINING_PRIOR = "auto"
 
 
@@ -366,11 +364,10 @@ class TrainResult:
 
 def fit_on(train_table: pd.DataFrame, settings: TrainSettings, groups, where=None):
     """Fit ``build_model`` on the labelled ``train_table`` (:func:`hematoma.model.fit_model`: one thread, cached steps)."""
+    from .known_predictors import KNOWN_PREDICTORS
     from .model import build_model, fit_model, model_inputs
 
     X, y = model_inputs(train_table, label=settings.label, groups=groups)
-    from .known_predictors import KNOWN_PREDICTORS
-
     has_known = any(c in X.columns for c in KNOWN_PREDICTORS)
     if settings.prior == "known" and not has_known:
         raise InputError(None, f"--prior known needs at least one known predictor ({', '.join(KNOWN_PREDICTORS[:3])}, "

@@ -42,7 +42,8 @@ def _ci(entry: dict) -> str:
 
 _PRIOR_HELP = ("known: average the model's probability with a logistic regression of the published HE predictors "
                "(log volume, log onset-to-CT time, anticoagulation, INR, SBP, platelets, log D-dimer, GCS, NCCT signs); "
-               "none: the feature search alone. Default: known.")
+               "none: the feature search alone; auto (default): known where the feature groups hold one of those "
+               "predictors, else none.")
 # The literal default, not model.DEFAULT_PRIOR_WEIGHT: importing the model here would slow every command's start
 # (tests/test_model_blend.py checks they agree).
 _PRIOR_WEIGHT_HELP = ("Weight of the known-predictor model in that average, from 0 to 1 (the feature search gets the "
