@@ -44,6 +44,8 @@ ensemble=False)`` as its deprecation message recommends (see :class:`ModelSearch
 ``prior="known"`` averages the search's probability with a small logistic
 model of the published HE predictors (:mod:`hematoma.known_predictors`,
 :mod:`hematoma.model_blend`): steadier on ~75 training patients.
+``anchor="brain"`` then averages that with the BRAIN score's published risk
+(:mod:`hematoma.model_anchor`): weights no small cohort has to estimate.
 
 Fit with :func:`fit_model`: single-threaded BLAS/OpenMP (faster on ~100-patient
 tables) and a :class:`FitCache` that fits each fold's imputation and scaling once
@@ -79,8 +81,10 @@ from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
+from .brain_score import BRAIN_REQUIRED
 from .errors import InputError
 from .known_predictors import known_predictor_model
+from .model_anchor import ANCHOR_SCORES, ScoreAnchor
 from .model_blend import PriorBlend
 
 FEATURE_PREFIXES = {"rad": "rad_", "clin": "clin_", "cnn": "cnn_", "sign": "sign_", "deep": "deep_"}
@@ -144,6 +148,11 @@ DEFAULT_PRIOR = "none"  # see build_model's prior; train and run default to it w
 # probabilities spread 1.5-3x wider than the shrunken known model's.  Not 1: the search would have no say, and the
 # known model's scales are the generator's own logit terms, so synthetic halves favour it by construction.
 DEFAULT_PRIOR_WEIGHT = 0.9
+ANCHORS = ("none", *ANCHOR_SCORES)
+DEFAULT_ANCHOR = "none"  # see build_model's anchor; train and run's default: protocols.DEFAULT_TRAINING_ANCHOR
+# The published score's weight: fixed at 0.5 (equal say) before generator seeds 7-8 were drawn, and judged on them
+# by a rule written down first (benchmarks/bench_prior.py, README "The model"); not tuned.
+DEFAULT_ANCHOR_WEIGHT = 0.5
 
 
 # --------------------------------------------------------------------------- columns
@@ -560,6 +569,8 @@ def build_model(
     elastic_net: bool = DEFAULT_ELASTIC_NET,
     prior: str = DEFAULT_PRIOR,
     prior_weight: float = DEFAULT_PRIOR_WEIGHT,
+    anchor: str = DEFAULT_ANCHOR,
+    anchor_weight: float = DEFAULT_ANCHOR_WEIGHT,
 ):
     """An unfitted estimator: a grid search (:class:`ModelSearch`) over the Pipeline of the module doc.
 
@@ -605,6 +616,10 @@ def build_model(
         averaged with that of the known-predictor logistic regression
         (:mod:`hematoma.known_predictors`, same inner CV), weight ``prior_weight``
         (:class:`hematoma.model_blend.PriorBlend`).
+    anchor: ``"none"`` or ``"brain"``: the probability above averaged with the
+        BRAIN score's published risk, weight ``anchor_weight``
+        (:class:`hematoma.model_anchor.ScoreAnchor`; the table needs the
+        volume, anticoagulation and onset-to-CT columns).
     threshold: ``"fixed"`` (class = probability >= 0.5) or ``"youden"``: the
         decision threshold is tuned on the training data only, by
         ``TunedThresholdClassifierCV`` maximising balanced accuracy, which is
@@ -633,6 +648,9 @@ def build_model(
     if prior not in PRIORS:
         raise InputError(None, f"unknown prior {prior!r}; choose from {', '.join(PRIORS)}")
     prior_weight = checked_prior_weight(prior_weight)
+    if anchor not in ANCHORS:
+        raise InputError(None, f"unknown anchor {anchor!r}; choose from {', '.join(ANCHORS)}")
+    anchor_weight = checked_prior_weight(anchor_weight, "anchor_weight")
     if not isinstance(cv_repeats, numbers.Integral) or isinstance(cv_repeats, bool) or cv_repeats < 1:
         raise InputError(None, f"cv_repeats must be a whole number >= 1; got {cv_repeats!r}")
     optional_groups = (optional_groups,) if isinstance(optional_groups, str) else tuple(optional_groups)
@@ -672,6 +690,8 @@ def build_model(
     model = search
     if prior == "known":
         model = PriorBlend(search, known_predictor_model(seed=seed, cv=cv, cv_repeats=cv_repeats), prior_weight)
+    if anchor != "none":
+        model = ScoreAnchor(model, anchor, anchor_weight)
     if threshold == "youden":
         return TunedThresholdClassifierCV(
             model,
@@ -834,6 +854,9 @@ def fitted_pipeline(estimator) -> Pipeline:
     if isinstance(estimator, TunedThresholdClassifierCV):
         check_is_fitted(estimator, "estimator_")
         estimator = estimator.estimator_
+    if isinstance(estimator, ScoreAnchor):
+        check_is_fitted(estimator, "model_")
+        estimator = estimator.model_
     if isinstance(estimator, PriorBlend):
         check_is_fitted(estimator, "model_")
         estimator = estimator.model_
@@ -852,8 +875,23 @@ def checked_prior_weight(weight, name: str = "prior_weight") -> float:
     return float(weight)
 
 
+def unanchored(estimator):
+    """The model inside a :class:`ScoreAnchor` (fitted if it is), else ``estimator`` itself."""
+    if isinstance(estimator, ScoreAnchor):
+        return getattr(estimator, "model_", estimator.model)
+    return estimator
+
+
+def anchor_of(estimator) -> ScoreAnchor | None:
+    """The :class:`ScoreAnchor` of what ``build_model`` made, or None."""
+    inner = getattr(estimator, "estimator_", getattr(estimator, "estimator", None)) \
+        if isinstance(estimator, TunedThresholdClassifierCV) else estimator
+    return inner if isinstance(inner, ScoreAnchor) else None
+
+
 def unblended(estimator):
-    """The feature search inside a :class:`PriorBlend` (fitted if it is), else ``estimator`` itself."""
+    """The feature search inside a :class:`ScoreAnchor` or :class:`PriorBlend` (fitted if it is), else ``estimator``."""
+    estimator = unanchored(estimator)
     if isinstance(estimator, PriorBlend):
         return getattr(estimator, "model_", estimator.model)
     return estimator
@@ -862,13 +900,16 @@ def unblended(estimator):
 def prior_text(summary: dict) -> str:
     """``"; averaged with the known-predictor model (weight 0.9)"`` from a model_summary, or ``""``."""
     prior = summary.get("prior_model")
-    return f"; averaged with the known-predictor model (weight {prior['weight']:g})" if prior else ""
+    anchor = summary.get("anchor_model")
+    text = f"; averaged with the known-predictor model (weight {prior['weight']:g})" if prior else ""
+    return text + (f"; anchored to the BRAIN score (weight {anchor['weight']:g})" if anchor else "")
 
 
 def blend_of(estimator) -> PriorBlend | None:
     """The :class:`PriorBlend` of what ``build_model`` made, or None."""
     inner = getattr(estimator, "estimator_", getattr(estimator, "estimator", None)) \
         if isinstance(estimator, TunedThresholdClassifierCV) else estimator
+    inner = unanchored(inner)
     return inner if isinstance(inner, PriorBlend) else None
 
 
@@ -909,6 +950,11 @@ def model_summary(estimator) -> dict:
         summary["prior_model"] = {"weight": float(blend.prior_weight), "C": float(known.named_steps["clf"].C),
                                   "columns": list(known.named_steps["known"].columns_),
                                   "inner_cv_auc": float(blend.prior_.best_score_)}
+    anchor = anchor_of(estimator)
+    summary["anchor"] = "none" if anchor is None else anchor.score
+    if anchor is not None and hasattr(anchor, "model_"):
+        summary["anchor_model"] = {"score": anchor.score, "weight": float(anchor.weight),
+                                   "columns": [*BRAIN_REQUIRED, *anchor.optional_columns_]}
     return summary
 
 

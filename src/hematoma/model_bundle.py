@@ -57,6 +57,7 @@ TRUSTED_TYPES = (
     "hematoma.model.QuantileNormalizer",
     "hematoma.model.f_classif_scores",
     "hematoma.model.mutual_info_scores",
+    "hematoma.model_anchor.ScoreAnchor",
     "hematoma.model_blend.PriorBlend",
     "numpy.dtype",
     "sklearn.calibration._CalibratedClassifier",

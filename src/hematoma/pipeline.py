@@ -68,13 +68,16 @@ class RunSettings:
     inner_repeats: int | None = None  # repetitions of the inner model-choice CV; None: the model's default
     prior: str | None = None  # build_model's prior; None: its default
     prior_weight: float | None = None  # the known model's weight; None: build_model's default
+    anchor: str | None = None  # build_model's anchor; None: train's default
+    anchor_weight: float | None = None  # the published score's weight; None: build_model's default
 
     def __post_init__(self):
         self.groups = parse_groups(self.groups) or PAPER_GROUPS
         self.optional_groups = parse_optional_groups(self.optional_groups)
         TrainSettings(classifier=self.classifier, groups=self.groups, grid=self.grid, scaling=self.scaling,
                       selection_scope=self.selection_scope, inner_repeats=self.inner_repeats, prior=self.prior,
-                      prior_weight=self.prior_weight)  # fail on a bad choice now,
+                      prior_weight=self.prior_weight, anchor=self.anchor,
+                      anchor_weight=self.anchor_weight)  # fail on a bad choice now,
         if "cnn" in self.groups:  # not after an hour of extraction
             from .features.deep import WEIGHT_CHOICES, preset
 
@@ -283,7 +286,8 @@ def _train(out: Path, settings: RunSettings, stages: _Stages, progress: bool) ->
                                    grid=settings.grid, scaling=settings.scaling,
                                    selection_scope=settings.selection_scope, optional_groups=settings.optional_groups,
                                    seed=settings.seed, inner_repeats=settings.inner_repeats, prior=settings.prior,
-                                   prior_weight=settings.prior_weight)
+                                   prior_weight=settings.prior_weight, anchor=settings.anchor,
+                                   anchor_weight=settings.anchor_weight)
     table = read_features(out).table
     key = fingerprint(table_hash(table), sha1_file(out / "split.csv"), asdict(train_settings))
     try:

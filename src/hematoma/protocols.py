@@ -309,14 +309,18 @@ class TrainSettings:
     # known where the training table holds one of its predictors, else none.
     prior: str | None = None
     prior_weight: float | None = None  # the known model's weight in the average; None: build_model's default
+    # "brain": average with the BRAIN score's published risk (build_model's anchor); "none"; "auto" (None): brain where
+    # the training table holds the score's required columns, else none.
+    anchor: str | None = None
+    anchor_weight: float | None = None  # the score's weight; None: build_model's default
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
             raise InputError(None, f"unknown protocol {self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         if self.classifier not in CLASSIFIER_NAMES:
             raise InputError(None, f"unknown classifier {self.classifier!r}; choose from auto, svm, logistic, elastic_net, gbm")
-        from .model import (DEFAULT_CV_REPEATS, DEFAULT_PRIOR_WEIGHT, GRIDS, PRIORS, SCALERS, SELECTION_SCOPES,
-                            checked_prior_weight)
+        from .model import (ANCHORS, DEFAULT_ANCHOR_WEIGHT, DEFAULT_CV_REPEATS, DEFAULT_PRIOR_WEIGHT, GRIDS, PRIORS,
+                            SCALERS, SELECTION_SCOPES, checked_prior_weight)
 
         self.prior = DEFAULT_TRAINING_PRIOR if self.prior is None else self.prior
         if self.prior not in (*PRIORS, "auto"):
@@ -324,6 +328,11 @@ class TrainSettings:
         # The weight itself, not None, so that a run's fingerprint changes when the default does.
         weight = DEFAULT_PRIOR_WEIGHT if self.prior_weight is None else self.prior_weight
         self.prior_weight = checked_prior_weight(weight, "--prior-weight")
+        self.anchor = DEFAULT_TRAINING_ANCHOR if self.anchor is None else self.anchor
+        if self.anchor not in (*ANCHORS, "auto"):
+            raise InputError(None, f"unknown anchor {self.anchor!r}; choose from auto, {', '.join(ANCHORS)}")
+        weight = DEFAULT_ANCHOR_WEIGHT if self.anchor_weight is None else self.anchor_weight
+        self.anchor_weight = checked_prior_weight(weight, "--anchor-weight")
 
         self.inner_repeats = DEFAULT_CV_REPEATS if self.inner_repeats is None else self.inner_repeats
         if isinstance(self.inner_repeats, bool) or not isinstance(self.inner_repeats, int) or self.inner_repeats < 1:
@@ -343,11 +352,14 @@ class TrainSettings:
                 "scaling": self.scaling, "selection_scope": self.selection_scope,
                 "optional_groups": self.optional_groups, "threshold": self.threshold, "seed": self.seed, "cv": cv,
                 "cv_repeats": self.inner_repeats, "prior": "none" if self.prior == "auto" else self.prior,
-                "prior_weight": self.prior_weight}
+                "prior_weight": self.prior_weight, "anchor": "none" if self.anchor == "auto" else self.anchor,
+                "anchor_weight": self.anchor_weight}
 
 
 # train/run's --prior when not given (see TrainSettings.prior); measured by benchmarks/bench_prior.py.
 DEFAULT_TRAINING_PRIOR = "auto"
+# train/run's --anchor when not given (see TrainSettings.anchor); measured by benchmarks/bench_prior.py.
+DEFAULT_TRAINING_ANCHOR = "none"
 
 
 @dataclass
@@ -364,6 +376,7 @@ class TrainResult:
 
 def fit_on(train_table: pd.DataFrame, settings: TrainSettings, groups, where=None):
     """Fit ``build_model`` on the labelled ``train_table`` (:func:`hematoma.model.fit_model`: one thread, cached steps)."""
+    from .brain_score import BRAIN_REQUIRED
     from .known_predictors import KNOWN_PREDICTORS
     from .model import build_model, fit_model, model_inputs
 
@@ -375,6 +388,12 @@ def fit_on(train_table: pd.DataFrame, settings: TrainSettings, groups, where=Non
     kwargs = settings.model_kwargs(groups, inner_folds(y, classifier=settings.classifier, where=where))
     if settings.prior == "auto" and has_known:
         kwargs["prior"] = "known"
+    lacking = [c for c in BRAIN_REQUIRED if c not in X.columns]
+    if settings.anchor == "brain" and lacking:
+        raise InputError(None, f"--anchor brain needs the column(s) {', '.join(lacking)} among the feature groups "
+                         f"{', '.join(groups)}; add clin, or use --anchor none")
+    if settings.anchor == "auto" and not lacking:
+        kwargs["anchor"] = "brain"
     estimator = build_model(**kwargs)
     return fit_model(estimator, X, y)
 

@@ -48,6 +48,12 @@ _PRIOR_HELP = ("known: average the model's probability with a logistic regressio
 # (tests/test_model_blend.py checks they agree).
 _PRIOR_WEIGHT_HELP = ("Weight of the known-predictor model in that average, from 0 to 1 (the feature search gets the "
                       "rest). Default: 0.9.")
+# The literal defaults again (tests/test_model_anchor.py checks them against protocols' and model's).
+_ANCHOR_HELP = ("brain: average that probability with the BRAIN score's published risk (Wang 2015: volume, "
+                "anticoagulation, onset-to-CT time, and recurrent ICH and IVH where the table has them), fixed "
+                "weights no small cohort has to estimate; none: no score; auto: brain where the feature groups hold "
+                "the score's required columns, else none. Default: none.")
+_ANCHOR_WEIGHT_HELP = "Weight of the BRAIN score's risk in that average, from 0 to 1. Default: 0.5."
 
 
 def train(
@@ -72,6 +78,8 @@ def train(
         help="Repetitions of the inner 5-fold CV that chooses the model (default 3; 1: one 5-fold split)."),
     prior: Optional[str] = typer.Option(None, "--prior", help=_PRIOR_HELP),
     prior_weight: Optional[float] = typer.Option(None, "--prior-weight", help=_PRIOR_WEIGHT_HELP),
+    anchor: Optional[str] = typer.Option(None, "--anchor", help=_ANCHOR_HELP),
+    anchor_weight: Optional[float] = typer.Option(None, "--anchor-weight", help=_ANCHOR_WEIGHT_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle at --out."),
 ) -> None:
     """Fit the model on FEATURES by a protocol and save it as a bundle (no test patient reaches any fit)."""
@@ -82,7 +90,8 @@ def train(
     protocol = protocol or ("external" if test is not None else "paper")
     settings = TrainSettings(protocol=protocol, label=label, groups=feature_groups, classifier=classifier, grid=grid,
                              scaling=scaling, selection_scope=selection_scope, optional_groups=optional_groups, seed=seed,
-                             inner_repeats=inner_repeats, prior=prior, prior_weight=prior_weight)
+                             inner_repeats=inner_repeats, prior=prior, prior_weight=prior_weight, anchor=anchor,
+                             anchor_weight=anchor_weight)
     result = train_model(features, out, settings, split=split, test=test, overwrite=overwrite, progress=True)
     summary = result.summary
     dropped = [g for g in summary["groups_present"] if g not in summary["groups_used"]]
@@ -311,6 +320,8 @@ def run(
         help="Repetitions of the inner 5-fold CV that chooses the model (default 3; 1: one 5-fold split)."),
     prior: Optional[str] = typer.Option(None, "--prior", help=_PRIOR_HELP),
     prior_weight: Optional[float] = typer.Option(None, "--prior-weight", help=_PRIOR_WEIGHT_HELP),
+    anchor: Optional[str] = typer.Option(None, "--anchor", help=_ANCHOR_HELP),
+    anchor_weight: Optional[float] = typer.Option(None, "--anchor-weight", help=_ANCHOR_WEIGHT_HELP),
     method: str = typer.Option("rules", "--method", help=_METHOD_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights", help="BLAST-CT weights folder (default: the blast-ct package's)."),
     models: int = typer.Option(1, "--models", min=1, help="BLAST-CT models averaged."),
@@ -328,7 +339,8 @@ def run(
     settings = RunSettings(workers=workers, scheduler=scheduler, groups=feature_groups, classifier=classifier, grid=grid,
                            scaling=scaling, selection_scope=selection_scope, optional_groups=optional_groups, seed=seed,
                            cnn_preset=cnn_preset, cnn_weights=cnn_weights, cnn_epochs=cnn_epochs, device=device,
-                           segmenter=segmenter, inner_repeats=inner_repeats, prior=prior, prior_weight=prior_weight)
+                           segmenter=segmenter, inner_repeats=inner_repeats, prior=prior, prior_weight=prior_weight,
+                           anchor=anchor, anchor_weight=anchor_weight)
     result = run_protocol(manifest, out, settings, console=err_console, overwrite=overwrite)
     print_result(result)
 

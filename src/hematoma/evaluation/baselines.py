@@ -13,19 +13,7 @@
 - ``brain_score``: the BRAIN score (below), no fitting; probabilities from its
   published score-to-risk table.
 
-BRAIN score: Wang X, Arima H, Al-Shahi Salman R, et al. "Clinical prediction
-algorithm (BRAIN) to determine risk of hematoma growth in acute intracerebral
-hemorrhage." Stroke 2015;46(2):376-381, doi:10.1161/STROKEAHA.114.006910
-(INTERACT1/2; growth >= 6 mL at 24 h).  24 points, from the abstract:
-baseline ICH volume <= 10 mL 0, 10-20 mL 5, > 20 mL 7; recurrent ICH 4;
-anticoagulation with warfarin at onset 6; intraventricular extension 2; hours
-from onset to baseline CT <= 1: 5, 1-2: 4, 2-3: 3, 3-4: 2, 4-5: 1, > 5: 0.
-Predicted growth risk per total score: :data:`BRAIN_RISK` (3.4% at 0 to 85.8% at
-24 points).  Our inputs: ``clin_baseline_volume_ml``, ``clin_anticoagulation``
-(any oral anticoagulant in our schema, where BRAIN says warfarin),
-``clin_onset_to_ct_hours`` are required; ``clin_recurrent_ich`` and ``clin_ivh``
-are optional and count 0 when absent (noted).  The published risks are for that
-HE definition and population, so judge BRAIN here by its AUC first.
+BRAIN score: :mod:`hematoma.brain_score` (Wang 2015), with its published risk table.
 
 - ``bat_score``: the BAT score (Morotti A, Dowlatshahi D, Boulouis G, et al.
   "Predicting intracerebral hemorrhage expansion with noncontrast computed
@@ -46,60 +34,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from ..brain_score import VOLUME, brain_risk, brain_score
 from ..known_predictors import KNOWN_PREDICTORS, known_predictor_model
 from ..model import FeatureGroupSelector, feature_columns, fit_model, model_inputs
 from .metrics import auc_ci, delong_test, evaluate_predictions, to_jsonable
 
-VOLUME = "clin_baseline_volume_ml"
 BAT_REQUIRED = ("sign_blend", "sign_hypodensity", "clin_onset_to_ct_hours")
-BRAIN_REQUIRED = (VOLUME, "clin_anticoagulation", "clin_onset_to_ct_hours")
-BRAIN_OPTIONAL = ("clin_recurrent_ich", "clin_ivh")
-BRAIN_POINTS = {"recurrent_ich": 4, "anticoagulation": 6, "ivh": 2}
-# Published predicted probability of hematoma growth by total BRAIN score (0..24).
-BRAIN_RISK = (
-    0.034, 0.042, 0.051, 0.063, 0.077, 0.094, 0.113, 0.137, 0.164, 0.195, 0.231, 0.272, 0.316,
-    0.364, 0.415, 0.467, 0.521, 0.574, 0.625, 0.674, 0.719, 0.760, 0.797, 0.830, 0.858,
-)  # fmt: skip
-
-
-def _volume_points(volume_ml: pd.Series) -> pd.Series:
-    points = np.select([volume_ml <= 10, volume_ml <= 20], [0, 5], default=7).astype(float)
-    return pd.Series(np.where(volume_ml.isna(), np.nan, points), index=volume_ml.index)
-
-
-def _time_points(hours: pd.Series) -> pd.Series:
-    # <= 1 h: 5, (1, 2]: 4, (2, 3]: 3, (3, 4]: 2, (4, 5]: 1, > 5 h: 0
-    points = 5 - np.clip(np.ceil(hours.to_numpy(dtype=float)) - 1, 0, 5)
-    return pd.Series(np.where(hours.isna(), np.nan, points), index=hours.index)
-
-
-def _flag(values: pd.Series) -> pd.Series:
-    return (pd.to_numeric(values, errors="coerce") > 0).astype(float).where(values.notna())
-
-
-def brain_score(table: pd.DataFrame) -> tuple[pd.Series, list[str]]:
-    """The BRAIN score of every row (NaN where a required variable is missing) and notes.
-
-    Raises ``KeyError`` naming the required columns the table lacks.
-    """
-    absent = [c for c in BRAIN_REQUIRED if c not in table.columns]
-    if absent:
-        raise KeyError(f"BRAIN score needs columns {absent}")
-    notes = []
-    score = (
-        _volume_points(pd.to_numeric(table[VOLUME], errors="coerce"))
-        + BRAIN_POINTS["anticoagulation"] * _flag(table["clin_anticoagulation"])
-        + _time_points(pd.to_numeric(table["clin_onset_to_ct_hours"], errors="coerce"))
-    )
-    for column, key in zip(BRAIN_OPTIONAL, ("recurrent_ich", "ivh")):
-        if column in table.columns:
-            flag = _flag(table[column])
-            if flag.isna().any():
-                notes.append(f"{column} missing for {int(flag.isna().sum())} patient(s): counted as 0")
-            score = score + BRAIN_POINTS[key] * flag.fillna(0.0)
-        else:
-            notes.append(f"no {column} column: its {BRAIN_POINTS[key]} points count as 0 for everyone")
-    return score, notes
 
 
 def bat_scores(table: pd.DataFrame) -> pd.Series:
@@ -111,11 +51,6 @@ def bat_scores(table: pd.DataFrame) -> pd.Series:
         raise KeyError(f"BAT score needs columns {absent}")
     values = table[list(BAT_REQUIRED)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     return pd.Series([bat_score(*row) for row in values], index=table.index, dtype=float)
-
-
-def brain_risk(score) -> np.ndarray:
-    """Published probability of growth for BRAIN scores (integers 0..24)."""
-    return np.asarray(BRAIN_RISK)[np.clip(np.asarray(score, dtype=int), 0, 24)]
 
 
 def clinical_logistic_model(seed: int = 0) -> Pipeline:

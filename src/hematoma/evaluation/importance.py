@@ -20,7 +20,8 @@ from sklearn.inspection import permutation_importance
 from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
-from ..model import INDICATOR_PREFIX, blend_of, fitted_pipeline, model_inputs, selected_features
+from ..model import (INDICATOR_PREFIX, anchor_of, blend_of, fitted_pipeline, model_inputs, model_summary,
+                     selected_features)
 
 
 class _ColumnSubsetModel(ClassifierMixin, BaseEstimator):
@@ -63,6 +64,9 @@ def input_columns_used(estimator) -> list[str]:
     blend = blend_of(estimator)
     if blend is not None:  # the known-predictor model's columns count too (they reach its classifier)
         columns += [c for c in blend.prior_.best_estimator_.named_steps["known"].columns_ if c not in columns]
+    anchor = anchor_of(estimator)
+    if anchor is not None:  # and those of the published score
+        columns += [c for c in model_summary(estimator)["anchor_model"]["columns"] if c not in columns]
     return columns
 
 

@@ -1,0 +1,73 @@
+"""The fitted model averaged with a published score's risk: weights no small cohort has to estimate.
+
+On ~75 training patients (~17 expansions) every fitted weight is noisy, the
+known-predictor model's included (:mod:`hematoma.known_predictors`): its
+coefficients move from one half of a cohort to the other.  A published score
+was weighed once, on thousands of patients, and is not refitted: the BRAIN
+score (:mod:`hematoma.brain_score`, INTERACT1/2) gives each patient a growth
+risk from the volume, anticoagulation, onset-to-CT time and, where the table
+has them, recurrent ICH and intraventricular extension.  :class:`ScoreAnchor`
+predicts ``(1 - weight) * model + weight * BRAIN risk``; for a patient whose
+score cannot be computed (a required value blank) the model's probability
+alone.  The weight is fixed, not tuned on the training patients.  Measured by
+``benchmarks/bench_prior.py`` (README, "The model").
+
+Not a recalibration: the published risks belong to the INTERACT population and
+its growth definition, so the anchored probabilities rank patients better than
+they are calibrated on another cohort; the report's calibration figure shows it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils.validation import check_is_fitted
+
+from .brain_score import BRAIN_OPTIONAL, BRAIN_REQUIRED, brain_risk, brain_score
+
+ANCHOR_SCORES = ("brain",)
+
+
+class ScoreAnchor(ClassifierMixin, BaseEstimator):
+    """``(1 - weight) * model + weight * published risk`` probabilities; only ``model`` is fitted."""
+
+    def __init__(self, model=None, score: str = "brain", weight: float = 0.5):
+        self.model = model
+        self.score = score
+        self.weight = weight
+
+    def fit(self, X, y):
+        if self.score not in ANCHOR_SCORES:
+            raise ValueError(f"unknown anchor score {self.score!r}; choose from {', '.join(ANCHOR_SCORES)}")
+        if not 0.0 <= float(self.weight) <= 1.0:
+            raise ValueError(f"the anchor's weight must be within [0, 1]; got {self.weight!r}")
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError("ScoreAnchor needs a DataFrame (the score reads columns by name)")
+        absent = [c for c in BRAIN_REQUIRED if c not in X.columns]
+        if absent:
+            raise ValueError(f"the BRAIN score needs the column(s) {', '.join(absent)}")
+        # The items a new patient's score adds up: those of the training table, whatever the new table has.
+        self.optional_columns_ = [c for c in BRAIN_OPTIONAL if c in X.columns]
+        self.model_ = clone(self.model).fit(X, y)
+        self.classes_ = self.model_.classes_
+        if len(self.classes_) != 2:
+            raise ValueError(f"the anchor needs two classes; got {self.classes_}")
+        return self
+
+    def score_risk(self, X: pd.DataFrame) -> np.ndarray:
+        """The published risk of each row (NaN where its score cannot be computed)."""
+        check_is_fitted(self, "model_")
+        score, _ = brain_score(X, optional=self.optional_columns_)
+        return np.where(score.notna(), brain_risk(score.fillna(0)), np.nan)
+
+    def predict_proba(self, X):
+        check_is_fitted(self, "model_")
+        model = self.model_.predict_proba(X)
+        risk = self.score_risk(X)
+        weight = float(self.weight)
+        positive = np.where(np.isnan(risk), model[:, 1], (1.0 - weight) * model[:, 1] + weight * np.nan_to_num(risk))
+        return np.column_stack([1.0 - positive, positive])
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
