@@ -29,6 +29,12 @@ from .brain_score import BRAIN_OPTIONAL, BRAIN_REQUIRED, brain_risk, brain_score
 ANCHOR_SCORES = ("brain",)
 
 
+def anchored(probability, risk, weight: float) -> np.ndarray:
+    """``(1 - weight) * probability + weight * risk``; the probability alone where the risk is NaN."""
+    probability, risk = np.asarray(probability, dtype=float), np.asarray(risk, dtype=float)
+    return np.where(np.isnan(risk), probability, (1.0 - weight) * probability + weight * np.nan_to_num(risk))
+
+
 class ScoreAnchor(ClassifierMixin, BaseEstimator):
     """``(1 - weight) * model + weight * published risk`` probabilities; only ``model`` is fitted."""
 
@@ -63,10 +69,7 @@ class ScoreAnchor(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X):
         check_is_fitted(self, "model_")
-        model = self.model_.predict_proba(X)
-        risk = self.score_risk(X)
-        weight = float(self.weight)
-        positive = np.where(np.isnan(risk), model[:, 1], (1.0 - weight) * model[:, 1] + weight * np.nan_to_num(risk))
+        positive = anchored(self.model_.predict_proba(X)[:, 1], self.score_risk(X), float(self.weight))
         return np.column_stack([1.0 - positive, positive])
 
     def predict(self, X):

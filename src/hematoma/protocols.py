@@ -359,7 +359,7 @@ class TrainSettings:
 # train/run's --prior when not given (see TrainSettings.prior); measured by benchmarks/bench_prior.py.
 DEFAULT_TRAINING_PRIOR = "auto"
 # train/run's --anchor when not given (see TrainSettings.anchor); measured by benchmarks/bench_prior.py.
-DEFAULT_TRAINING_ANCHOR = "none"
+DEFAULT_TRAINING_ANCHOR = "auto"
 
 
 @dataclass

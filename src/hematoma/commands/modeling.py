@@ -52,7 +52,7 @@ _PRIOR_WEIGHT_HELP = ("Weight of the known-predictor model in that average, from
 _ANCHOR_HELP = ("brain: average that probability with the BRAIN score's published risk (Wang 2015: volume, "
                 "anticoagulation, onset-to-CT time, and recurrent ICH and IVH where the table has them), fixed "
                 "weights no small cohort has to estimate; none: no score; auto: brain where the feature groups hold "
-                "the score's required columns, else none. Default: none.")
+                "the score's required columns, else none. Default: auto.")
 _ANCHOR_WEIGHT_HELP = "Weight of the BRAIN score's risk in that average, from 0 to 1. Default: 0.5."
 
 
