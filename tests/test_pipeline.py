@@ -58,6 +58,12 @@ def test_report_has_every_section_figure_and_png(synthetic_run):
         assert FIGURES[name].replace("'", "&#39;") in html
     assert html.count("data:image/png;base64,") >= 6
     assert not re.search(r'src="(?!data:)', html)  # self-contained
+    # The summary says what the model's probability is made of: the run's default averages and anchors it.
+    from hematoma.model import DEFAULT_ANCHOR_WEIGHT, DEFAULT_PRIOR_WEIGHT
+
+    assert f"the known-predictor logistic regression, weight {DEFAULT_PRIOR_WEIGHT:g}" in html
+    assert re.search(rf"model anchored to</\w+>\s*<\w+>the BRAIN score.{{1,6}}s published risk, weight "
+                     rf"{DEFAULT_ANCHOR_WEIGHT:g}", html), "the anchor is not in the summary"
     metrics = json.loads((report / "metrics.json").read_text())
     assert 0 <= metrics["model"]["auc"] <= 1 and metrics["model"]["auc_ci"]["delong"]["lower"] <= metrics["model"]["auc"]
     assert metrics["oracle"]["auc"]["auc"] == pytest.approx(result.oracle_auc["auc"])

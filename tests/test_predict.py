@@ -44,6 +44,10 @@ def test_predict_prints_a_probability_and_writes_the_overlay_and_report(case, tm
     probability = _probability(result.output)
     assert 0.0 <= probability <= 1.0
     assert overlay.stat().st_size > 5000 and overlay.read_bytes()[:4] == b"\x89PNG"
+    # The run's model is anchored to the BRAIN score (its default); without the onset time and anticoagulation the
+    # score cannot be had, and the line says the probability is the model's alone.
+    assert "BRAIN score: needs anticoagulation, onset_to_ct_hours; the probability is the model's alone" in \
+        " ".join(result.output.split())
     html = report.read_text()
     assert pid in html and "data:image/png;base64," in html
     # A rerun does not overwrite unless asked.
@@ -65,6 +69,30 @@ def test_prediction_matches_the_bundle_on_the_extracted_features(case, synthetic
     assert prediction.probability == pytest.approx(expected, abs=1e-6)
     features = pd.read_csv(out / "features.csv", dtype={"patient_id": str}).set_index("patient_id")
     assert prediction.volume_ml == pytest.approx(features.loc[pid, "clin_baseline_volume_ml"])
+
+
+def test_predict_shows_what_the_brain_anchor_added(case, tmp_path):
+    """With the whole clinical row the line gives the score, its published risk and the model alone; they add up."""
+    model, ct, mask, pid, row = case
+    from hematoma.brain_score import brain_risk
+    from hematoma.features.clinical import USER_VARIABLES
+
+    pairs = [item for name in USER_VARIABLES if name in row and row[name] != "" for item in ("--set", f"{name}={row[name]}")]
+    result = runner.invoke(app, ["predict", str(model), "--ct", str(ct), "--mask", str(mask), *pairs,
+                                 "--overlay", str(tmp_path / "o.png"), "--patient-id", pid])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    match = re.search(r"BRAIN score (\d+)/24 \(published risk ([0-9.]+)\); the model alone ([0-9.]+); "
+                      r"averaged with weight ([0-9.]+) on the score", text)
+    assert match, text
+    points, risk, alone, weight = int(match[1]), float(match[2]), float(match[3]), float(match[4])
+    assert risk == pytest.approx(float(brain_risk(points)), abs=5e-4)
+    volume = float(re.search(r"hematoma ([0-9.]+) mL", text)[1])
+    hours = float(row["onset_to_ct_hours"])
+    expected_points = (0 if volume <= 10 else 5 if volume <= 20 else 7) + 6 * (float(row["anticoagulation"]) > 0) \
+        + max(0, min(5, 5 - (int(-(-hours // 1)) - 1)))  # onset <= 1 h: 5 points, ... > 5 h: 0 (Wang 2015)
+    assert points == expected_points
+    assert _probability(result.output) == pytest.approx((1 - weight) * alone + weight * risk, abs=2e-3)
 
 
 def test_predict_segments_when_no_mask_is_given(case, tmp_path):

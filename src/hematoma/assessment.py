@@ -320,6 +320,12 @@ def _settings(bundle, source, external, n_train) -> dict:
         "seed": s.get("seed"), "training patients": n_train if n_train is not None else len(s.get("train_ids") or []),
         "radiomics parameters": extract.get("radiomics_params"), "segmentation model": extract.get("segmentation_model"),
     }
+    prior, anchor = summary.get("prior_model"), summary.get("anchor_model")
+    if prior:  # what the probability is made of, besides the feature search
+        shown["averaged with"] = f"the known-predictor logistic regression, weight {prior['weight']:g}"
+    if anchor:
+        shown["anchored to"] = (f"the BRAIN score's published risk, weight {anchor['weight']:g} "
+                                f"({', '.join(anchor['columns'])})")
     cnn = s.get("cnn")
     if cnn:
         shown.update({"CNN": s.get("cnn_model"), "CNN preset": cnn.get("preset"), "CNN weights": cnn.get("weights_source"),

@@ -67,6 +67,14 @@ class ScoreAnchor(ClassifierMixin, BaseEstimator):
         score, _ = brain_score(X, optional=self.optional_columns_)
         return np.where(score.notna(), brain_risk(score.fillna(0)), np.nan)
 
+    def parts(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per row, what the average is made of: ``model`` (its probability), ``points`` and ``risk`` (the score's)."""
+        check_is_fitted(self, "model_")
+        points, _ = brain_score(X, optional=self.optional_columns_)
+        risk = np.where(points.notna(), brain_risk(points.fillna(0)), np.nan)
+        return pd.DataFrame({"model": self.model_.predict_proba(X)[:, 1], "points": points.to_numpy(dtype=float),
+                             "risk": risk}, index=X.index)
+
     def predict_proba(self, X):
         check_is_fitted(self, "model_")
         positive = anchored(self.model_.predict_proba(X)[:, 1], self.score_risk(X), float(self.weight))

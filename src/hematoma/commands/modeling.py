@@ -217,6 +217,9 @@ def predict(
                   f"{prediction.label} (threshold {prediction.threshold:.2f}); hematoma {prediction.volume_ml:.1f} mL "
                   f"({'given mask' if mask is not None else 'segmented'})", highlight=False)
     console.print(_signs_line(prediction), highlight=False)
+    anchor_line = _anchor_line(prediction, predictor.bundle.estimator)
+    if anchor_line:
+        console.print(anchor_line, highlight=False)
     if prediction.missing_clinical:
         err_console.print(f"[yellow]note:[/] not given, imputed by the model: {', '.join(prediction.missing_clinical)}",
                           highlight=False, soft_wrap=True)
@@ -238,6 +241,31 @@ def _signs_line(prediction) -> str:
     barras = f"; Barras shape {shape:.0f}, density {density:.0f}" if shape == shape and density == density else ""
     bat_text = f"; BAT score {bat:.0f}/5" if bat == bat else "; BAT score: needs the onset-to-CT time"
     return f"NCCT signs: {found or 'none found'}{barras}{bat_text}"
+
+
+def _anchor_line(prediction, estimator) -> str | None:
+    """What the BRAIN anchor added to this patient's probability (None for a model without one)."""
+    from ..brain_score import BRAIN_REQUIRED
+    from ..model import anchor_of, model_inputs
+
+    anchor = anchor_of(estimator)
+    if anchor is None:
+        return None
+    X, _ = model_inputs(prediction.features, label=None)
+    part = anchor.parts(X).iloc[0]
+    if part["points"] != part["points"]:
+        row = X.iloc[0]
+        blank = [c[len("clin_"):] for c in BRAIN_REQUIRED if not _is_number(row.get(c))]
+        return f"BRAIN score: needs {', '.join(blank)}; the probability is the model's alone"
+    return (f"BRAIN score {part['points']:.0f}/24 (published risk {part['risk']:.3f}); the model alone "
+            f"{part['model']:.3f}; averaged with weight {float(anchor.weight):g} on the score")
+
+
+def _is_number(value) -> bool:
+    try:
+        return float(value) == float(value)
+    except (TypeError, ValueError):
+        return False
 
 
 def _bat(prediction) -> float:

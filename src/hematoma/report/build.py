@@ -168,6 +168,9 @@ def summary_lines(assessment) -> dict[str, str]:
         "training patients": str(assessment.settings.get("training patients", "")),
         "chosen model": f"{assessment.settings.get('classifier chosen')}, k={assessment.settings.get('selected features (k)')}",
     }
+    for part in ("averaged with", "anchored to"):  # the model is more than the search: say so where its AUC is read
+        if assessment.settings.get(part):
+            summary[f"model {part}"] = str(assessment.settings[part])
     if assessment.oracle:
         o = assessment.oracle["auc"]
         summary["oracle AUC (reference only)"] = _ci(o["auc"], o["lower"], o["upper"])
