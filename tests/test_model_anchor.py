@@ -168,3 +168,55 @@ def test_brain_score_counts_only_the_optional_items_asked_for():
     assert brain_score(table)[0].iloc[0] == 7 + 6 + 5 + 2 + 4  # every item: the full 24 points
     score, notes = brain_score(table, optional=["clin_ivh"])
     assert score.iloc[0] == 7 + 6 + 5 + 2 and any("clin_recurrent_ich" in n for n in notes)
+
+
+def test_impossible_values_make_an_item_unknown_not_the_most_points():
+    table = pd.DataFrame({"clin_baseline_volume_ml": [25.0, -3.0, 25.0, 25.0, 25.0],
+                          "clin_anticoagulation": [0, 0, 2, 0.3, 1], "clin_onset_to_ct_hours": [3.5, 3.5, 3.5, 3.5, -1.0],
+                          "clin_ivh": [9, 0, 0, 0, 0]})
+    score, notes = brain_score(table)
+    assert score.iloc[0] == 7 + 2  # IVH coded 9 (unknown): counted 0, and said
+    assert np.isnan(score.iloc[1:]).all()  # negative volume, anticoagulation 2 or 0.3, negative onset time
+    assert any("clin_ivh missing for 1" in n for n in notes)
+
+
+def test_the_report_counts_test_patients_the_anchor_could_not_score(tmp_path):
+    from hematoma.assessment import _anchor_notes
+    from hematoma.model_bundle import load_model
+
+    table = cohort(120)
+    save_model(fitted(table.iloc[:80]), tmp_path / "bundle")
+    bundle = load_model(tmp_path / "bundle")
+    test = table.iloc[80:].copy()
+    test.loc[test.index[:3], "clin_anticoagulation"] = np.nan
+    notes = _anchor_notes(bundle, test, "he")
+    assert any("3 of 40 test patients lack" in n for n in notes), notes
+    assert any("no clin_ivh column: its 2 points count as 0 for everyone" in n for n in notes)  # the training table's
+
+
+def test_nested_cv_estimates_the_anchored_model_it_saves_and_refuses_early(tmp_path):
+    folder = _table(tmp_path, cohort(80))
+    args = ["--protocol", "nested-cv", *FAST]
+    result = runner.invoke(app, ["train", str(folder), "--out", str(tmp_path / "nested"), *args])
+    assert result.exit_code == 0, result.output
+    bundle = json.loads((tmp_path / "nested" / "bundle.json").read_text())
+    assert bundle["summary"]["anchor"] == "brain"
+    folds = bundle["evaluation"]["nested_cv"]["folds"]
+    assert folds and {f["anchor"] for f in folds} == {"brain"} and {f["prior"] for f in folds} == {"known"}
+    # asked for, and the table cannot give it: one line before any fold is fitted, nothing written
+    lacking = _table(tmp_path, cohort(80).drop(columns=["clin_anticoagulation"]), "lacking")
+    result = runner.invoke(app, ["train", str(lacking), "--out", str(tmp_path / "bad"), "--anchor", "brain", *args])
+    assert result.exit_code == 2 and "--anchor brain needs the column(s) clin_anticoagulation" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "bad").exists()
+
+
+def test_run_refuses_an_anchor_or_prior_its_feature_groups_cannot_give_before_any_work():
+    from hematoma.pipeline import RunSettings
+
+    with pytest.raises(InputError, match="--anchor brain needs the clin feature group"):
+        RunSettings(groups="rad,cnn", anchor="brain")
+    with pytest.raises(InputError, match="--prior known needs the clin or sign feature group"):
+        RunSettings(groups="rad,cnn", prior="known")
+    assert RunSettings(groups="rad,cnn").anchor is None  # auto: resolved from the table at training
+    with pytest.raises(InputError, match="anchor 'brain' needs the clin feature group"):
+        build_model(groups=("rad",), anchor="brain")

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import InputError
@@ -60,6 +61,22 @@ class Assessment:
         })
 
 
+def _anchor_notes(bundle, test: pd.DataFrame, label: str) -> list[str]:
+    """How many test patients the BRAIN anchor could not score (their probability is the model's alone)."""
+    from .model import anchor_of, model_inputs
+
+    anchor = anchor_of(bundle.estimator)
+    if anchor is None:
+        return []
+    X, _ = model_inputs(test, label=label)
+    unscored = int(np.isnan(anchor.score_risk(X)).sum())
+    notes = [f"BRAIN anchor: {note}" for note in (bundle.summary.get("anchor_model") or {}).get("notes", [])]
+    if unscored:
+        notes.append(f"BRAIN anchor: {unscored} of {len(X)} test patients lack the volume, anticoagulation or "
+                     f"onset-to-CT time; their probability is the model's alone, not averaged with the score")
+    return notes
+
+
 def feature_set_name(groups) -> str:
     from .model import FEATURE_SETS
 
@@ -97,6 +114,7 @@ def _assess(bundle, source: FeatureSource, label: str, external: bool, seed: int
     notes = list(settings.get("notes") or [])
     train, test = _patients(bundle, source, label, external, notes)
     name = feature_set_name(groups)
+    notes.extend(_anchor_notes(bundle, test, label))
 
     from .evaluation import evaluate_baselines, evaluate_model, table1, top_features
 

@@ -35,19 +35,23 @@ BRAIN_RISK = (
 )  # fmt: skip
 
 
+# A value no patient can have (a negative volume or time, a flag other than 0 / 1: a sentinel such as -1 or 9, a
+# typo) makes the item unknown, not the most points: a table read by `train` has not been through the clinical
+# schema's range checks.
 def _volume_points(volume_ml: pd.Series) -> pd.Series:
     points = np.select([volume_ml <= 10, volume_ml <= 20], [0, 5], default=7).astype(float)
-    return pd.Series(np.where(volume_ml.isna(), np.nan, points), index=volume_ml.index)
+    return pd.Series(np.where(volume_ml.isna() | (volume_ml < 0), np.nan, points), index=volume_ml.index)
 
 
 def _time_points(hours: pd.Series) -> pd.Series:
     # <= 1 h: 5, (1, 2]: 4, (2, 3]: 3, (3, 4]: 2, (4, 5]: 1, > 5 h: 0
     points = 5 - np.clip(np.ceil(hours.to_numpy(dtype=float)) - 1, 0, 5)
-    return pd.Series(np.where(hours.isna(), np.nan, points), index=hours.index)
+    return pd.Series(np.where(hours.isna() | (hours < 0), np.nan, points), index=hours.index)
 
 
 def _flag(values: pd.Series) -> pd.Series:
-    return (pd.to_numeric(values, errors="coerce") > 0).astype(float).where(values.notna())
+    numbers = pd.to_numeric(values, errors="coerce")
+    return numbers.where(numbers.isin([0, 1])).astype(float)
 
 
 def brain_score(table: pd.DataFrame, optional=None) -> tuple[pd.Series, list[str]]:

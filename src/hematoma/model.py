@@ -661,6 +661,8 @@ def build_model(
     if unknown:
         raise InputError(None, f"unknown optional group(s) {', '.join(unknown)}; choose from {', '.join(FEATURE_PREFIXES)}")
     groups = _check_groups(groups)
+    if anchor != "none" and "clin" not in groups:  # the score reads clinical columns: never those of other groups
+        raise InputError(None, f"anchor {anchor!r} needs the clin feature group; the groups are {', '.join(groups)}")
     droppable = [g for g in groups if g in optional_groups] if selection_scope == "group" and len(groups) > 1 else []
     group_k_options = [None, *({g: 0} for g in droppable)]
     k_values = []  # drop duplicates, keep order (1 and 1.0 differ: one column vs all)
@@ -957,7 +959,8 @@ def model_summary(estimator) -> dict:
     summary["anchor"] = "none" if anchor is None else anchor.score
     if anchor is not None and hasattr(anchor, "model_"):
         summary["anchor_model"] = {"score": anchor.score, "weight": float(anchor.weight),
-                                   "columns": [*BRAIN_REQUIRED, *anchor.optional_columns_]}
+                                   "columns": [*BRAIN_REQUIRED, *anchor.optional_columns_],
+                                   "notes": list(getattr(anchor, "notes_", []))}
     return summary
 
 

@@ -10,7 +10,7 @@ has them, recurrent ICH and intraventricular extension.  :class:`ScoreAnchor`
 predicts ``(1 - weight) * model + weight * BRAIN risk``; for a patient whose
 score cannot be computed (a required value blank) the model's probability
 alone.  The weight is fixed, not tuned on the training patients.  Measured by
-``benchmarks/bench_prior.py`` (README, "The model").
+``benchmarks/bench_anchor.py`` (README, "The model").
 
 Not a recalibration: the published risks belong to the INTERACT population and
 its growth definition, so the anchored probabilities rank patients better than
@@ -55,6 +55,7 @@ class ScoreAnchor(ClassifierMixin, BaseEstimator):
             raise ValueError(f"the BRAIN score needs the column(s) {', '.join(absent)}")
         # The items a new patient's score adds up: those of the training table, whatever the new table has.
         self.optional_columns_ = [c for c in BRAIN_OPTIONAL if c in X.columns]
+        self.notes_ = brain_score(X, optional=self.optional_columns_)[1]  # e.g. an item counted 0 for everyone
         self.model_ = clone(self.model).fit(X, y)
         self.classes_ = self.model_.classes_
         if len(self.classes_) != 2:

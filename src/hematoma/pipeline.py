@@ -77,8 +77,13 @@ class RunSettings:
         TrainSettings(classifier=self.classifier, groups=self.groups, grid=self.grid, scaling=self.scaling,
                       selection_scope=self.selection_scope, inner_repeats=self.inner_repeats, prior=self.prior,
                       prior_weight=self.prior_weight, anchor=self.anchor,
-                      anchor_weight=self.anchor_weight)  # fail on a bad choice now,
-        if "cnn" in self.groups:  # not after an hour of extraction
+                      anchor_weight=self.anchor_weight)  # fail on a bad choice now, not after an hour of extraction
+        if self.anchor == "brain" and "clin" not in self.groups:
+            raise InputError(None, f"--anchor brain needs the clin feature group; --features is {','.join(self.groups)}")
+        if self.prior == "known" and not {"clin", "sign"} & set(self.groups):
+            raise InputError(None, f"--prior known needs the clin or sign feature group; --features is "
+                             f"{','.join(self.groups)}")
+        if "cnn" in self.groups:
             from .features.deep import WEIGHT_CHOICES, preset
 
             preset(self.cnn_preset, epochs=self.cnn_epochs)

@@ -358,7 +358,7 @@ class TrainSettings:
 
 # train/run's --prior when not given (see TrainSettings.prior); measured by benchmarks/bench_prior.py.
 DEFAULT_TRAINING_PRIOR = "auto"
-# train/run's --anchor when not given (see TrainSettings.anchor); measured by benchmarks/bench_prior.py.
+# train/run's --anchor when not given (see TrainSettings.anchor); measured by benchmarks/bench_anchor.py.
 DEFAULT_TRAINING_ANCHOR = "auto"
 
 
@@ -376,16 +376,26 @@ class TrainResult:
 
 def fit_on(train_table: pd.DataFrame, settings: TrainSettings, groups, where=None):
     """Fit ``build_model`` on the labelled ``train_table`` (:func:`hematoma.model.fit_model`: one thread, cached steps)."""
-    from .brain_score import BRAIN_REQUIRED
-    from .known_predictors import KNOWN_PREDICTORS
     from .model import build_model, fit_model, model_inputs
 
     X, y = model_inputs(train_table, label=settings.label, groups=groups)
+    kwargs = model_kwargs_for(train_table, settings, groups, inner_folds(y, classifier=settings.classifier, where=where))
+    return fit_model(build_model(**kwargs), X, y)
+
+
+def model_kwargs_for(train_table: pd.DataFrame, settings: TrainSettings, groups, cv: int) -> dict:
+    """``build_model``'s arguments for this table: ``auto`` prior and anchor resolved from the columns the groups hold,
+    and a prior or anchor asked for that the table cannot give refused in one line (before any fit)."""
+    from .brain_score import BRAIN_REQUIRED
+    from .known_predictors import KNOWN_PREDICTORS
+    from .model import model_inputs
+
+    X, _ = model_inputs(train_table, label=settings.label, groups=groups)
     has_known = any(c in X.columns for c in KNOWN_PREDICTORS)
     if settings.prior == "known" and not has_known:
         raise InputError(None, f"--prior known needs at least one known predictor ({', '.join(KNOWN_PREDICTORS[:3])}, "
                          f"...) among the feature groups {', '.join(groups)}; add clin or sign, or use --prior none")
-    kwargs = settings.model_kwargs(groups, inner_folds(y, classifier=settings.classifier, where=where))
+    kwargs = settings.model_kwargs(groups, cv)
     if settings.prior == "auto" and has_known:
         kwargs["prior"] = "known"
     lacking = [c for c in BRAIN_REQUIRED if c not in X.columns]
@@ -394,8 +404,7 @@ def fit_on(train_table: pd.DataFrame, settings: TrainSettings, groups, where=Non
                          f"{', '.join(groups)}; add clin, or use --anchor none")
     if settings.anchor == "auto" and not lacking:
         kwargs["anchor"] = "brain"
-    estimator = build_model(**kwargs)
-    return fit_model(estimator, X, y)
+    return kwargs
 
 
 def held_out_summary(estimator, test_table: pd.DataFrame, label: str = LABEL) -> dict:
@@ -538,7 +547,9 @@ def _nested_cv(source: FeatureSource, settings: TrainSettings, progress=True, **
     outer = int(min(settings.outer_splits, np.bincount(y, minlength=2).min()))
     if outer < 2:
         raise InputError(source.path, "nested cross-validation needs at least 2 patients of each class")
-    kwargs = settings.model_kwargs(groups, inner_folds(y, (outer - 1) / outer, settings.classifier, source.path))
+    # The model the bundle will hold, prior and anchor resolved as for the final fit: the estimate is of that model.
+    kwargs = model_kwargs_for(table, settings, groups, inner_folds(y, (outer - 1) / outer, settings.classifier,
+                                                                   source.path))
     estimate = nested_cv(table, kwargs, outer_splits=outer, repeats=settings.repeats, seed=settings.seed,
                          label=settings.label, progress=progress)
     notes.extend(n for n in estimate.get("notes", []) if n not in notes)

@@ -79,7 +79,8 @@ def nested_cv(
     if not groups or not feature_columns(table, groups):
         raise InputError(None, "nested cross-validation needs radiomics or clinical feature columns (CNN ones are excluded)")
     kwargs["groups"] = groups
-    X, y = model_inputs(table.drop(columns=feature_columns(table, ("cnn",))), label=label)
+    # Only the groups' columns: the known-predictor model and the BRAIN anchor read their columns by name.
+    X, y = model_inputs(table.drop(columns=feature_columns(table, ("cnn",))), label=label, groups=groups)
     folds = RepeatedStratifiedKFold(n_splits=outer_splits, n_repeats=repeats, random_state=seed)
     records = []
     with _progress(progress) as bar:
@@ -96,6 +97,8 @@ def nested_cv(
                     "classifier": summary["classifier"],
                     "k": summary["k"],
                     "inner_cv_auc": summary.get("inner_cv_auc"),
+                    "prior": summary.get("prior"),
+                    "anchor": summary.get("anchor"),
                 }
             )
             bar.advance(task)
