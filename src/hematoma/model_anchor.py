@@ -13,8 +13,9 @@ alone.  The weight is fixed, not tuned on the training patients.  Measured by
 ``benchmarks/bench_anchor.py`` (README, "The model").
 
 Not a recalibration: the published risks belong to the INTERACT population and
-its growth definition, so the anchored probabilities rank patients better than
-they are calibrated on another cohort; the report's calibration figure shows it.
+its growth definition, so on another cohort the anchored probabilities may be
+miscalibrated even where they rank patients well; the report's calibration
+figure shows how far.
 """
 
 from __future__ import annotations
