@@ -15,7 +15,9 @@ table has), and scores, on the same halves:
 * ``anchored w``: ``(1 - w) * blend + w * BRAIN risk`` for each ``--weights`` w;
 
 with each one's mean gap to the generator's observable AUC (a reference, never a
-feature).  Results: ``benchmarks/results/anchor.json`` (per label).
+feature), and its mean Brier score and calibration-in-the-large (mean predicted
+minus observed HE rate) on the test halves: the anchor's published risks are
+INTERACT's, not this cohort's.  Results: ``benchmarks/results/anchor.json`` (per label).
 
 Pre-registered (session 10, before seeds 7 and 8 were drawn): the weight 0.5 was
 fixed from seeds 0-6 (only 0.25 and 0.5 looked at); it becomes the default of
@@ -48,7 +50,7 @@ def main() -> None:
 
     import numpy as np
     import pandas as pd
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import brier_score_loss, roc_auc_score
 
     from bench_selection import cohort2
     from hematoma.brain_score import BRAIN_OPTIONAL, brain_risk, brain_score
@@ -61,6 +63,8 @@ def main() -> None:
     stored = pd.read_csv(PREDICTIONS / f"{args.label}.csv.gz", dtype={"patient_id": str})
     weights = [float(w) for w in args.weights.split(",")]
     aucs: dict[str, list[float]] = {}
+    briers: dict[str, list[float]] = {}
+    offsets: dict[str, list[float]] = {}  # mean predicted - observed rate
     for _, half in stored.groupby("half"):  # bench_prior.py's halves, as it stored them
         y = half["he"].to_numpy(dtype=int)
         blend = (1 - DEFAULT_PRIOR_WEIGHT) * half["search"].to_numpy() + DEFAULT_PRIOR_WEIGHT * half["known"].to_numpy()
@@ -69,11 +73,15 @@ def main() -> None:
                   **{f"anchored {w:g}": anchored(blend, brain, w) for w in weights}}
         for name, value in scores.items():
             aucs.setdefault(name, []).append(float(roc_auc_score(y, value)))
+            briers.setdefault(name, []).append(float(brier_score_loss(y, value)))
+            offsets.setdefault(name, []).append(float(np.mean(value) - y.mean()))
     entry = {"run": str(args.run), "patients": patients, "n": len(table), "halves": len(aucs["blend"]),
              "prior_weight": DEFAULT_PRIOR_WEIGHT, "brain_notes": notes,
              "brain_missing": int(score.isna().sum()),
              "test_auc": {k: {"mean": round(statistics.mean(v), 4), "sd": round(statistics.stdev(v), 4)}
                           for k, v in aucs.items()},
+             "brier": {k: round(statistics.mean(v), 4) for k, v in briers.items()},
+             "calibration_in_the_large": {k: round(statistics.mean(v), 4) for k, v in offsets.items()},
              "minus_observable": {k: round(statistics.mean(np.subtract(v, aucs["observable"])), 4)
                                   for k, v in aucs.items() if k != "observable"},
              "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()}}
