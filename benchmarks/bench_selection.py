@@ -43,7 +43,8 @@ SETTINGS = {
     "repeats3+elastic_net": {"cv_repeats": 3, "elastic_net": True},
     "logistic_repeats3": {"classifier": "logistic", "cv_repeats": 3},
 }
-GROUP_SETS = {"rad+clin": ("rad", "clin"), "rad+clin+sign": ("rad", "clin", "sign"), "deep": ("deep",),
+GROUP_SETS = {"rad+clin": ("rad", "clin"), "rad+clin+sign": ("rad", "clin", "sign"), "sign": ("sign",),
+              "sign+clin": ("sign", "clin"), "deep": ("deep",),
               "rad+clin+deep": ("rad", "clin", "deep"), "rad+clin+sign+deep": ("rad", "clin", "sign", "deep")}
 
 
