@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import expit, logit
+from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from hematoma.brain_score import brain_risk, brain_score
@@ -13,7 +15,7 @@ from hematoma.errors import InputError
 from hematoma.evaluation.importance import input_columns_used
 from hematoma.model import (DEFAULT_ANCHOR_WEIGHT, anchor_of, blend_of, build_model, fit_model, fitted_pipeline,
                             model_inputs, model_summary)
-from hematoma.model_anchor import ScoreAnchor
+from hematoma.model_anchor import ScoreAnchor, rate_offset
 from hematoma.model_bundle import load_model, save_model
 
 from test_known_predictors import cohort as known_cohort
@@ -37,18 +39,29 @@ def fitted(table, **kwargs):
     return fit_model(build_model(groups=GROUPS, prior="known", anchor="brain", **{**SMALL, **kwargs}), X, y)
 
 
-def test_probability_is_the_weighted_mean_of_the_model_and_the_published_risk():
+def test_probability_is_the_weighted_mean_of_the_model_and_the_published_risk_shifted_to_the_training_rate():
     table = cohort()
     train, test = table.iloc[:100], table.iloc[100:]
     model = fitted(train, anchor_weight=0.3)
     assert isinstance(model, ScoreAnchor) and anchor_of(model) is model and blend_of(model) is model.model_
     X_test, _ = model_inputs(test, groups=GROUPS)
     score, _ = brain_score(test)
-    expected = 0.7 * model.model_.predict_proba(X_test)[:, 1] + 0.3 * brain_risk(score)
-    assert model.predict_proba(X_test)[:, 1] == pytest.approx(expected)
+    mean = 0.7 * model.model_.predict_proba(X_test)[:, 1] + 0.3 * brain_risk(score)
+    assert model.offset_ != 0.0
+    assert model.predict_proba(X_test)[:, 1] == pytest.approx(expit(logit(mean) + model.offset_))
+    # the shift: the mean probability over the training patients equals their HE rate
+    X_train, y_train = model_inputs(train, groups=GROUPS)
+    assert model.predict_proba(X_train)[:, 1].mean() == pytest.approx(y_train.mean(), abs=1e-6)
+    # monotone: the ranking, and so the AUC, is that of the plain average
+    unshifted = ScoreAnchor(model.model, "brain", 0.3, recalibrate=False).fit(X_train, y_train)
+    assert unshifted.offset_ == 0.0
+    assert unshifted.predict_proba(X_test)[:, 1] == pytest.approx(mean, rel=1e-6)
+    assert roc_auc_score(test["he"], unshifted.predict_proba(X_test)[:, 1]) == \
+        pytest.approx(roc_auc_score(test["he"], model.predict_proba(X_test)[:, 1]))
     assert model.predict_proba(X_test).sum(axis=1) == pytest.approx(1.0)
     summary = model_summary(model)
     assert summary["anchor"] == "brain" and summary["anchor_model"]["weight"] == 0.3
+    assert summary["anchor_model"]["logit_offset"] == pytest.approx(model.offset_)
     assert summary["prior"] == "known"  # the blend inside is still found
     assert summary["anchor_model"]["columns"] == ["clin_baseline_volume_ml", "clin_anticoagulation",
                                                   "clin_onset_to_ct_hours"]
@@ -58,7 +71,8 @@ def test_probability_is_the_weighted_mean_of_the_model_and_the_published_risk():
 
 def test_a_patient_without_a_score_gets_the_model_alone():
     table = cohort()
-    model = fitted(table.iloc[20:])
+    X_train, y_train = model_inputs(table.iloc[20:], groups=GROUPS)
+    model = ScoreAnchor(build_model(groups=GROUPS, prior="known", **SMALL), recalibrate=False).fit(X_train, y_train)
     X, _ = model_inputs(table.iloc[:20], groups=GROUPS)
     assert np.isnan(X["clin_onset_to_ct_hours"].iloc[5])
     assert model.predict_proba(X)[5, 1] == pytest.approx(model.model_.predict_proba(X)[5, 1])
@@ -220,3 +234,23 @@ def test_run_refuses_an_anchor_or_prior_its_feature_groups_cannot_give_before_an
     assert RunSettings(groups="rad,cnn").anchor is None  # auto: resolved from the table at training
     with pytest.raises(InputError, match="anchor 'brain' needs the clin feature group"):
         build_model(groups=("rad",), anchor="brain")
+
+
+def test_rate_offset_reaches_the_rate_from_either_side():
+    p = np.array([0.05, 0.1, 0.2, 0.4])
+    for rate in (0.05, 0.3, 0.9):
+        assert expit(logit(p) + rate_offset(p, rate)).mean() == pytest.approx(rate, abs=1e-9)
+    assert rate_offset(p, p.mean()) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_shift_leaves_patients_without_a_score_as_the_model_put_them():
+    table = cohort()
+    model = fitted(table.iloc[20:])
+    X, _ = model_inputs(table.iloc[:20], groups=GROUPS)
+    assert model.offset_ != 0.0 and np.isnan(model.score_risk(X)[5])
+    assert model.predict_proba(X)[5, 1] == pytest.approx(model.model_.predict_proba(X)[5, 1])
+    p = np.array([0.1, 0.2, 0.6, 0.3])
+    shifted = np.array([True, True, False, True])
+    offset = rate_offset(p, 0.3, shifted)
+    assert (expit(logit(p[shifted]) + offset).sum() + 0.6) / 4 == pytest.approx(0.3, abs=1e-9)
+    assert rate_offset(p, 0.01, np.zeros(4, dtype=bool)) == 0.0

@@ -63,7 +63,8 @@ def test_report_has_every_section_figure_and_png(synthetic_run):
 
     assert f"the known-predictor logistic regression, weight {DEFAULT_PRIOR_WEIGHT:g}" in html
     assert re.search(rf"model anchored to</\w+>\s*<\w+>the BRAIN score.{{1,6}}s published risk, weight "
-                     rf"{DEFAULT_ANCHOR_WEIGHT:g}", html), "the anchor is not in the summary"
+                     rf"{DEFAULT_ANCHOR_WEIGHT:g} .*then shifted by [-+][0-9.]+ on the logit scale to the training HE rate", html), \
+        "the anchor is not in the summary"
     metrics = json.loads((report / "metrics.json").read_text())
     assert 0 <= metrics["model"]["auc"] <= 1 and metrics["model"]["auc_ci"]["delong"]["lower"] <= metrics["model"]["auc"]
     assert metrics["oracle"]["auc"]["auc"] == pytest.approx(result.oracle_auc["auc"])

@@ -83,16 +83,20 @@ def test_predict_shows_what_the_brain_anchor_added(case, tmp_path):
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     match = re.search(r"BRAIN score (\d+)/24 \(published risk ([0-9.]+)\); the model alone ([0-9.]+); "
-                      r"averaged with weight ([0-9.]+) on the score", text)
+                      r"averaged with weight ([0-9.]+) on the score, then shifted by ([-+][0-9.]+) on the logit scale "
+                      r"to the training HE rate", text)
     assert match, text
-    points, risk, alone, weight = int(match[1]), float(match[2]), float(match[3]), float(match[4])
+    points, risk, alone, weight, shift = int(match[1]), float(match[2]), float(match[3]), float(match[4]), float(match[5])
     assert risk == pytest.approx(float(brain_risk(points)), abs=5e-4)
     volume = float(re.search(r"hematoma ([0-9.]+) mL", text)[1])
     hours = float(row["onset_to_ct_hours"])
     expected_points = (0 if volume <= 10 else 5 if volume <= 20 else 7) + 6 * (float(row["anticoagulation"]) > 0) \
         + max(0, min(5, 5 - (int(-(-hours // 1)) - 1)))  # onset <= 1 h: 5 points, ... > 5 h: 0 (Wang 2015)
     assert points == expected_points
-    assert _probability(result.output) == pytest.approx((1 - weight) * alone + weight * risk, abs=2e-3)
+    from scipy.special import expit, logit
+
+    assert _probability(result.output) == pytest.approx(expit(logit((1 - weight) * alone + weight * risk) + shift),
+                                                        abs=2e-3)
 
 
 def test_predict_segments_when_no_mask_is_given(case, tmp_path):

@@ -343,7 +343,8 @@ def _settings(bundle, source, external, n_train) -> dict:
         shown["averaged with"] = f"the known-predictor logistic regression, weight {prior['weight']:g}"
     if anchor:
         shown["anchored to"] = (f"the BRAIN score's published risk, weight {anchor['weight']:g} "
-                                f"({', '.join(anchor['columns'])})")
+                                f"({', '.join(anchor['columns'])}); then shifted by {anchor.get('logit_offset', 0.0):+.2f} "
+                                f"on the logit scale to the training HE rate")
     cnn = s.get("cnn")
     if cnn:
         shown.update({"CNN": s.get("cnn_model"), "CNN preset": cnn.get("preset"), "CNN weights": cnn.get("weights_source"),

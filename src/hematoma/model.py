@@ -960,7 +960,8 @@ def model_summary(estimator) -> dict:
     if anchor is not None and hasattr(anchor, "model_"):
         summary["anchor_model"] = {"score": anchor.score, "weight": float(anchor.weight),
                                    "columns": [*BRAIN_REQUIRED, *anchor.optional_columns_],
-                                   "notes": list(getattr(anchor, "notes_", []))}
+                                   "notes": list(getattr(anchor, "notes_", [])),
+                                   "logit_offset": float(getattr(anchor, "offset_", 0.0))}
     return summary
 
 

@@ -258,7 +258,8 @@ def _anchor_line(prediction, estimator) -> str | None:
         blank = [c[len("clin_"):] for c in BRAIN_REQUIRED if not _is_number(row.get(c))]
         return f"BRAIN score: needs {', '.join(blank)}; the probability is the model's alone"
     return (f"BRAIN score {part['points']:.0f}/24 (published risk {part['risk']:.3f}); the model alone "
-            f"{part['model']:.3f}; averaged with weight {float(anchor.weight):g} on the score")
+            f"{part['model']:.3f}; averaged with weight {float(anchor.weight):g} on the score, then shifted by "
+            f"{float(getattr(anchor, 'offset_', 0.0)):+.4f} on the logit scale to the training HE rate")
 
 
 def _is_number(value) -> bool:
