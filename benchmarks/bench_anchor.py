@@ -13,6 +13,13 @@ table has), and scores, on the same halves:
 * ``blend``: the model without the anchor (today's ``--anchor none``);
 * ``brain``: the BRAIN risk alone (the report's baseline);
 * ``anchored w``: ``(1 - w) * blend + w * BRAIN risk`` for each ``--weights`` w;
+* ``anchored 0.5 recalibrated``: that average shifted on the logit scale to the
+  training half's HE rate, as ``ScoreAnchor(recalibrate=True)`` does.  The shift
+  needs the training patients' predictions, which bench_prior does not store; the
+  paired half's stored predictions stand in for them (2-fold: the training half of
+  one is the test half of the other, predicted by a model fitted on the other
+  patients, whereas ScoreAnchor uses its own in-sample predictions).  Its AUC
+  equals the plain average's; its Brier score and calibration differ;
 
 with each one's mean gap to the generator's observable AUC (a reference, never a
 feature), and its mean Brier score and calibration-in-the-large (mean predicted
@@ -55,7 +62,8 @@ def main() -> None:
     from bench_selection import cohort2
     from hematoma.brain_score import BRAIN_OPTIONAL, brain_risk, brain_score
     from hematoma.model import DEFAULT_PRIOR_WEIGHT
-    from hematoma.model_anchor import anchored
+    from hematoma.model_anchor import anchored, rate_offset
+    from scipy.special import expit, logit
 
     table, patients = cohort2(args.run)
     score, notes = brain_score(table, optional=[c for c in BRAIN_OPTIONAL if c in table.columns])
@@ -65,12 +73,24 @@ def main() -> None:
     aucs: dict[str, list[float]] = {}
     briers: dict[str, list[float]] = {}
     offsets: dict[str, list[float]] = {}  # mean predicted - observed rate
-    for _, half in stored.groupby("half"):  # bench_prior.py's halves, as it stored them
-        y = half["he"].to_numpy(dtype=int)
+    halves = dict(tuple(stored.groupby("half")))
+
+    def parts(half):
         blend = (1 - DEFAULT_PRIOR_WEIGHT) * half["search"].to_numpy() + DEFAULT_PRIOR_WEIGHT * half["known"].to_numpy()
-        brain = risk.loc[half["patient_id"]].to_numpy()
+        return blend, risk.loc[half["patient_id"]].to_numpy()
+
+    for number, half in halves.items():  # bench_prior.py's halves, as it stored them
+        y = half["he"].to_numpy(dtype=int)
+        blend, brain = parts(half)
+        paired = halves[number ^ 1]  # 2-fold: the other half of the same repeat holds this half's training patients
+        assert not set(paired["patient_id"]) & set(half["patient_id"]) and len(paired) + len(half) == len(table)
+        paired_blend, paired_brain = parts(paired)
+        offset = rate_offset(anchored(paired_blend, paired_brain, 0.5), paired["he"].mean(), ~np.isnan(paired_brain))
+        plain = anchored(blend, brain, 0.5)
+        recalibrated = np.where(np.isnan(brain), plain, expit(logit(np.clip(plain, 1e-12, 1 - 1e-12)) + offset))
         scores = {"observable": half["observable_p"], "blend": blend, "brain": np.where(np.isnan(brain), blend, brain),
-                  **{f"anchored {w:g}": anchored(blend, brain, w) for w in weights}}
+                  **{f"anchored {w:g}": anchored(blend, brain, w) for w in weights},
+                  "anchored 0.5 recalibrated": recalibrated}
         for name, value in scores.items():
             aucs.setdefault(name, []).append(float(roc_auc_score(y, value)))
             briers.setdefault(name, []).append(float(brier_score_loss(y, value)))
