@@ -62,8 +62,7 @@ def main() -> None:
     from bench_selection import cohort2
     from hematoma.brain_score import BRAIN_OPTIONAL, brain_risk, brain_score
     from hematoma.model import DEFAULT_PRIOR_WEIGHT
-    from hematoma.model_anchor import anchored, rate_offset
-    from scipy.special import expit, logit
+    from hematoma.model_anchor import anchored, rate_offset, recalibrated
 
     table, patients = cohort2(args.run)
     score, notes = brain_score(table, optional=[c for c in BRAIN_OPTIONAL if c in table.columns])
@@ -86,11 +85,9 @@ def main() -> None:
         assert not set(paired["patient_id"]) & set(half["patient_id"]) and len(paired) + len(half) == len(table)
         paired_blend, paired_brain = parts(paired)
         offset = rate_offset(anchored(paired_blend, paired_brain, 0.5), paired["he"].mean(), ~np.isnan(paired_brain))
-        plain = anchored(blend, brain, 0.5)
-        recalibrated = np.where(np.isnan(brain), plain, expit(logit(np.clip(plain, 1e-12, 1 - 1e-12)) + offset))
         scores = {"observable": half["observable_p"], "blend": blend, "brain": np.where(np.isnan(brain), blend, brain),
                   **{f"anchored {w:g}": anchored(blend, brain, w) for w in weights},
-                  "anchored 0.5 recalibrated": recalibrated}
+                  "anchored 0.5 recalibrated": recalibrated(blend, brain, 0.5, offset)}
         for name, value in scores.items():
             aucs.setdefault(name, []).append(float(roc_auc_score(y, value)))
             briers.setdefault(name, []).append(float(brier_score_loss(y, value)))

@@ -45,6 +45,15 @@ def anchored(probability, risk, weight: float) -> np.ndarray:
     return np.where(np.isnan(risk), probability, (1.0 - weight) * probability + weight * np.nan_to_num(risk))
 
 
+def recalibrated(probability, risk, weight: float, offset: float) -> np.ndarray:
+    """:func:`anchored`, then shifted by ``offset`` on the logit scale where the risk took part (not where it is NaN)."""
+    average = anchored(probability, risk, weight)
+    if not offset:
+        return average
+    shifted = expit(logit(np.clip(average, 1e-12, 1 - 1e-12)) + offset)
+    return np.where(np.isnan(np.asarray(risk, dtype=float)), average, shifted)
+
+
 def rate_offset(probability, rate: float, shifted=None) -> float:
     """The shift on the logit scale that makes the mean of ``probability`` equal ``rate`` (recalibration in the large).
 
@@ -95,33 +104,32 @@ class ScoreAnchor(ClassifierMixin, BaseEstimator):
         self.offset_ = 0.0
         if self.recalibrate:  # one number, from the training patients only (module docstring)
             rate = float(np.mean(np.asarray(y) == self.classes_[1]))
-            self.offset_ = rate_offset(self._average(X), rate, shifted=~np.isnan(self.score_risk(X)))
+            risk = self.score_risk(X)
+            average = anchored(self.model_.predict_proba(X)[:, 1], risk, float(self.weight))
+            self.offset_ = rate_offset(average, rate, shifted=~np.isnan(risk))
         return self
 
-    def _average(self, X) -> np.ndarray:
-        return anchored(self.model_.predict_proba(X)[:, 1], self.score_risk(X), float(self.weight))
+    def _points(self, X: pd.DataFrame) -> pd.Series:
+        check_is_fitted(self, "model_")
+        return brain_score(X, optional=self.optional_columns_)[0]
 
     def score_risk(self, X: pd.DataFrame) -> np.ndarray:
         """The published risk of each row (NaN where its score cannot be computed)."""
-        check_is_fitted(self, "model_")
-        score, _ = brain_score(X, optional=self.optional_columns_)
-        return np.where(score.notna(), brain_risk(score.fillna(0)), np.nan)
+        points = self._points(X)
+        return np.where(points.notna(), brain_risk(points.fillna(0)), np.nan)
 
     def parts(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per row, what the average is made of: ``model`` (its probability), ``points`` and ``risk`` (the score's)."""
-        check_is_fitted(self, "model_")
-        points, _ = brain_score(X, optional=self.optional_columns_)
+        points = self._points(X)
         risk = np.where(points.notna(), brain_risk(points.fillna(0)), np.nan)
         return pd.DataFrame({"model": self.model_.predict_proba(X)[:, 1], "points": points.to_numpy(dtype=float),
                              "risk": risk}, index=X.index)
 
     def predict_proba(self, X):
         check_is_fitted(self, "model_")
-        positive = self._average(X)
-        offset = float(getattr(self, "offset_", 0.0))
-        if offset:  # only where the score took part: it is the score's population the shift corrects
-            scored = ~np.isnan(self.score_risk(X))
-            positive = np.where(scored, expit(logit(np.clip(positive, 1e-12, 1 - 1e-12)) + offset), positive)
+        # The shift only where the score took part: it is the score's population the shift corrects.
+        positive = recalibrated(self.model_.predict_proba(X)[:, 1], self.score_risk(X), float(self.weight),
+                                float(getattr(self, "offset_", 0.0)))
         return np.column_stack([1.0 - positive, positive])
 
     def predict(self, X):
